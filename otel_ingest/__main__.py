@@ -1,0 +1,3 @@
+from otel_ingest.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The ``otel-ingest`` command: ``serve``, ``tables create`` and ``sql``.
+
+Every ``serve`` flag can also be given as an ``OTEL_INGEST_<FLAG>`` environment
+variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from otel_ingest import __version__
+from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
+from otel_ingest.errors import IngestError
+from otel_ingest.schema import DDLError, parse_ddl
+from otel_ingest.tables import Warehouse, table_set
+
+log = logging.getLogger("otel_ingest")
+
+_STORAGE_OPTIONS = ("warehouse", "storage_options")
+
+
+def _add_option(parser: argparse.ArgumentParser, name: str) -> None:
+    option = OPTIONS_BY_NAME[name]
+    default = option.default
+    shown = ", ".join(default) if isinstance(default, tuple) else default
+    help_text = f"{option.help} [env {option.env}; default {shown!r}]"
+    if option.parse is bool or name == "auto_create":
+        parser.add_argument(option.flag, dest=name, action="store_const", const=True, default=None, help=help_text)
+        return
+
+    def parse(raw: str) -> object:
+        try:
+            return option.parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{option.flag} {raw!r}: {exc}") from exc
+
+    parser.add_argument(option.flag, dest=name, type=parse, default=None, metavar=option.metavar, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-ingest",
+        description="OTLP/HTTP ingestion into Delta tables, compatible with Databricks' OpenTelemetry endpoint.",
+    )
+    parser.add_argument("--version", action="version", version=f"otel-ingest {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the OTLP/HTTP server")
+    for option in OPTIONS:
+        _add_option(serve, option.name)
+
+    tables = commands.add_parser("tables", help="manage table sets")
+    table_commands = tables.add_subparsers(dest="tables_command", required=True)
+    create = table_commands.add_parser(
+        "create", help="create <prefix>_otel_metrics, <prefix>_otel_logs and <prefix>_otel_spans"
+    )
+    create.add_argument("prefix", metavar="CATALOG.SCHEMA.PREFIX")
+    for name in _STORAGE_OPTIONS:
+        _add_option(create, name)
+
+    sql = commands.add_parser("sql", help="run the CREATE TABLE statements of a SQL file (Databricks DDL)")
+    sql.add_argument("file", type=Path, metavar="FILE")
+    for name in _STORAGE_OPTIONS:
+        _add_option(sql, name)
+    return parser
+
+
+def _warehouse(settings: Settings) -> Warehouse:
+    return Warehouse(settings.warehouse, dict(settings.storage_options))
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from otel_ingest.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Requests already received are committed and answered before exit.
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _tables_create(settings: Settings, prefix: str) -> int:
+    warehouse = _warehouse(settings)
+    for signal, name in table_set(prefix).items():
+        warehouse.create_for_signal(name, signal)
+        print(f"{name}: ready at {warehouse.location(name)}")
+    return 0
+
+
+def _sql(settings: Settings, file: Path) -> int:
+    definitions = parse_ddl(file.read_text(encoding="utf-8"))
+    warehouse = _warehouse(settings)
+    for definition in definitions:
+        if "<" in definition.name:
+            raise DDLError(
+                f"Table name {definition.name!r} still holds a placeholder; replace <catalog>, "
+                "<schema> and <table_prefix> with real names."
+            )
+        table = warehouse.create_definition(definition)
+        print(f"{definition.name.lower()}: ready at {table.table_uri}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_sources(vars(args))
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "tables":
+            return _tables_create(settings, args.prefix)
+        return _sql(settings, args.file)
+    except (ConfigError, DDLError, IngestError, OSError) as error:
+        print(f"otel-ingest: {error}", file=sys.stderr)
+        return 2

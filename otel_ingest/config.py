@@ -1,0 +1,157 @@
+"""One frozen ``Settings`` object, built from command-line flags and ``OTEL_INGEST_*``
+environment variables alike (a flag wins over its variable, which wins over the default).
+
+``OPTIONS`` is the single list of settings; the CLI turns it into flags and the
+environment lookup into variable names, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from otel_ingest.schema import SIGNALS, Signal
+
+ENV_PREFIX = "OTEL_INGEST_"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use; the message names both."""
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _size(raw: str) -> int:
+    """Bytes, with an optional KiB/MiB/GiB (or K/M/G) suffix."""
+    text = raw.strip().upper().removesuffix("B").removesuffix("I")
+    for suffix, factor in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
+        if text.endswith(suffix):
+            return int(float(text[:-1]) * factor)
+    return int(text)
+
+
+def _pairs(raw: str) -> dict[str, str]:
+    """``key=value,key=value`` (for storage options)."""
+    result = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {item!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(filter(None, (part.strip() for part in raw.replace(",", " ").split())))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag/variable name, parser, default and help text."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "127.0.0.1", "address to listen on"),
+    Option("port", int, 4318, "port to listen on (4318 is the OTLP/HTTP port)"),
+    Option(
+        "warehouse",
+        str,
+        "./warehouse",
+        "where tables live: a local folder or an s3://, az://, abfss:// or gs:// URI",
+    ),
+    Option("auto_create", _boolean, False, "create a missing table on its first request instead of answering 404"),
+    Option(
+        "create_tables",
+        _words,
+        (),
+        "table sets to create at start-up, as catalog.schema.prefix (comma-separated)",
+        "CATALOG.SCHEMA.PREFIX",
+    ),
+    Option("max_body_bytes", _size, 64 << 20, "largest request body, before and after decompression", "BYTES"),
+    *(
+        Option(
+            f"default_{signal}_table",
+            str,
+            None,
+            f"table for {signal} requests that carry no X-Databricks-UC-Table-Name header",
+            "CATALOG.SCHEMA.TABLE",
+        )
+        for signal in SIGNALS
+    ),
+    Option("storage_options", _pairs, {}, "object-store options as key=value,key=value", "KEY=VALUE,..."),
+    Option("max_commit_rows", int, 200_000, "most rows in one Delta commit", "ROWS"),
+    Option("log_level", str, "info", "debug, info, warning or error"),
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know, validated once at start-up."""
+
+    host: str = "127.0.0.1"
+    port: int = 4318
+    warehouse: str = "./warehouse"
+    auto_create: bool = False
+    create_tables: tuple[str, ...] = ()
+    max_body_bytes: int = 64 << 20
+    default_metrics_table: str | None = None
+    default_logs_table: str | None = None
+    default_traces_table: str | None = None
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    max_commit_rows: int = 200_000
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range; use 0–65535.")
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max_body_bytes {self.max_body_bytes} must be positive.")
+        if self.max_commit_rows < 1:
+            raise ConfigError(f"max_commit_rows {self.max_commit_rows} must be positive.")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"log_level {self.log_level!r} must be debug, info, warning or error.")
+
+    def default_table(self, signal: Signal) -> str | None:
+        value: str | None = getattr(self, f"default_{signal}_table")
+        return value
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from parsed flags (None = not given), then the environment, then defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            value = flags.get(option.name)
+            if value is None and option.env in environ:
+                try:
+                    value = option.parse(environ[option.env])
+                except ValueError as exc:
+                    raise ConfigError(f"{option.env}={environ[option.env]!r} is invalid: {exc}.") from exc
+            if value is not None:
+                values[option.name] = value
+        return cls(**values)

@@ -1,0 +1,236 @@
+"""Helpers shared by the three flatteners: AnyValue, attributes, ids, integers, enums,
+and the column-wise batch builder.
+
+Conversions that can reject a record (ids of the wrong length, unsigned values above
+2^63−1, AnyValue nested too deeply) raise ``RecordRejected``; a flattener computes
+every value of a row before appending any, so a rejected record leaves no trace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from google.protobuf.descriptor import EnumDescriptor
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from otel_ingest.errors import RecordRejected
+
+MAX_LONG = (1 << 63) - 1
+# Deeper AnyValue nesting than this rejects the record: no real attribute needs it,
+# and it keeps a hostile payload from exhausting the stack.
+MAX_ANY_VALUE_DEPTH = 32
+TRACE_ID_BYTES = 16
+SPAN_ID_BYTES = 8
+
+
+@dataclass(frozen=True)
+class Flattened:
+    """The rows of one request that passed the mapping rules, and what was rejected."""
+
+    batch: pa.RecordBatch
+    rejected: int = 0
+    first_error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.batch.num_rows
+
+
+class Rejections:
+    """Counts rejected records and keeps the first reason for ``partial_success``."""
+
+    def __init__(self, noun: str) -> None:
+        self.noun = noun
+        self.count = 0
+        self.first: str | None = None
+
+    def add(self, index: int, error: RecordRejected) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"{self.noun} {index}: {error}"
+
+    def message(self) -> str | None:
+        if not self.count:
+            return None
+        plural = self.noun + ("s" if self.count > 1 else "")
+        return f"{self.count} {plural} rejected; first: {self.first}"
+
+
+class Columns:
+    """Column-wise row builder for one signal's schema.
+
+    Plain columns are Python lists converted to Arrow once per batch. The columns that
+    repeat per resource and scope (``resource``, ``resource_schema_url``,
+    ``instrumentation_scope`` and the scope's schema URL) keep each distinct value once
+    plus a per-row index, so a resource with 1,000 data points is converted once.
+    """
+
+    def __init__(self, schema: pa.Schema, scope_url_column: str) -> None:
+        self.schema = schema
+        self.values: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.shared = ("resource", "resource_schema_url", "instrumentation_scope", scope_url_column)
+        self.indices: dict[str, list[int]] = {name: [] for name in self.shared}
+        self._current = [0, 0, 0, 0]
+        self._resource_error: RecordRejected | None = None
+        self.context_error: RecordRejected | None = None
+
+    def _share(self, position: int, value: Any) -> None:
+        distinct = self.values[self.shared[position]]
+        distinct.append(value)
+        self._current[position] = len(distinct) - 1
+
+    def enter_resource(self, resource: Resource, schema_url: str) -> None:
+        """Start the records of a new ResourceX message."""
+        try:
+            value: dict[str, Any] | None = resource_value(resource)
+            self._resource_error = None
+        except RecordRejected as error:
+            value, self._resource_error = None, error
+        self._share(0, value)
+        self._share(1, text(schema_url))
+
+    def enter_scope(self, scope: InstrumentationScope, schema_url: str) -> None:
+        """Start the records of a new ScopeX message; sets ``context_error`` if every
+        record under it must be rejected because the resource or scope is invalid."""
+        try:
+            value: dict[str, Any] | None = scope_value(scope)
+            self.context_error = self._resource_error
+        except RecordRejected as error:
+            value, self.context_error = None, error
+        self._share(2, value)
+        self._share(3, text(schema_url))
+
+    def append_row(self, names: tuple[str, ...], row: tuple[Any, ...]) -> None:
+        """Append one accepted row: the given columns plus the current resource and scope."""
+        values = self.values
+        for name, value in zip(names, row, strict=False):
+            values[name].append(value)
+        for name, position in zip(self.shared, self._current, strict=False):
+            self.indices[name].append(position)
+
+    def finish(self) -> pa.RecordBatch:
+        arrays = []
+        for field in self.schema:
+            array = pa.array(self.values[field.name], type=field.type)
+            if field.name in self.indices:
+                array = array.take(pa.array(self.indices[field.name], type=pa.int32()))
+            arrays.append(array)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def enum_names(descriptor: EnumDescriptor) -> dict[int, str]:
+    """Number → proto name of an enum, looked up per value instead of via reflection."""
+    return {value.number: value.name for value in descriptor.values}
+
+
+def enum_name(names: dict[int, str], number: int) -> str:
+    """The proto name of ``number``, or its decimal string when the enum lacks it."""
+    name = names.get(number)
+    return name if name is not None else str(number)
+
+
+def text(value: str) -> str | None:
+    """A proto3 string: empty means absent."""
+    return value or None
+
+
+def hex_id(value: bytes, size: int, field: str) -> str | None:
+    """Trace/span id bytes → lower-case hex; empty → NULL; any other length rejects."""
+    if not value:
+        return None
+    if len(value) != size:
+        raise RecordRejected(f"{field} must be {size} bytes, got {len(value)}")
+    return value.hex()
+
+
+def long(value: int, field: str) -> int:
+    """An unsigned 64-bit value that must fit in a signed LONG column."""
+    if value > MAX_LONG:
+        raise RecordRejected(f"{field} {value} is above 2^63-1")
+    return value
+
+
+def longs(values: Iterable[int], field: str) -> list[int]:
+    result = list(values)
+    if result and max(result) > MAX_LONG:
+        raise RecordRejected(f"a value of {field} is above 2^63-1")
+    return result
+
+
+def int32_bits(value: int) -> int:
+    """A uint32 → INT keeping its bit pattern (values above 2^31−1 become negative)."""
+    return value - (1 << 32) if value > 0x7FFFFFFF else value
+
+
+def double_text(value: float) -> str:
+    """Shortest round-trip decimal; NaN and infinities spelled as in OTLP/JSON."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def any_value_text(value: AnyValue, depth: int = 0) -> str | None:
+    """An AnyValue as the STRING the tables hold (SPEC §3)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind is None:
+        return None
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return double_text(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return json.dumps(_json_form(value, depth), separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_form(value: AnyValue, depth: int) -> Any:
+    if depth >= MAX_ANY_VALUE_DEPTH:
+        raise RecordRejected(f"an attribute or body nests deeper than {MAX_ANY_VALUE_DEPTH} levels")
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_json_form(item, depth + 1) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _json_form(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    if kind == "double_value":
+        number = value.double_value
+        # JSON has no NaN or infinities; write them as OTLP/JSON does, as strings.
+        return number if math.isfinite(number) else double_text(number)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    if kind is None:
+        return None
+    return getattr(value, kind)
+
+
+def attributes(pairs: Iterable[KeyValue]) -> dict[str, str | None]:
+    """Repeated KeyValue → map; a repeated key keeps its last value (Spark forbids duplicates)."""
+    return {kv.key: any_value_text(kv.value) for kv in pairs}
+
+
+def resource_value(resource: Resource) -> dict[str, Any]:
+    return {
+        "attributes": attributes(resource.attributes),
+        "dropped_attributes_count": int32_bits(resource.dropped_attributes_count),
+    }
+
+
+def scope_value(scope: InstrumentationScope) -> dict[str, Any]:
+    return {
+        "name": text(scope.name),
+        "version": text(scope.version),
+        "attributes": attributes(scope.attributes),
+        "dropped_attributes_count": int32_bits(scope.dropped_attributes_count),
+    }

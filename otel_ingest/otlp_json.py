@@ -1,0 +1,85 @@
+"""OTLP/JSON ↔ protobuf messages.
+
+OTLP/JSON is the proto3 JSON mapping with one difference: trace and span ids are hex
+strings, not base64. Parsing rewrites the id fields to what ``json_format`` expects
+and lets it do the rest (lowerCamelCase or snake_case keys, int64 as number or string,
+enums as names or numbers, unknown fields ignored).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from otel_ingest.errors import DecodeError
+
+M = TypeVar("M", bound=Message)
+
+# Every bytes field in the OTLP export requests is an id, under one of these keys.
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                except ValueError as exc:
+                    raise DecodeError(
+                        f"{key} {value[:64]!r} is not a hex string; OTLP/JSON ids are hex-encoded bytes."
+                    ) from exc
+            elif isinstance(value, (dict, list)):
+                _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, (dict, list)):
+                _hex_ids_to_base64(item)
+
+
+def parse(body: bytes, message: M) -> M:
+    """Fill ``message`` from an OTLP/JSON body; raises DecodeError with the reason."""
+    name = type(message).__name__
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"The body is not valid JSON ({exc}); send an OTLP/JSON {name}.") from exc
+    if not isinstance(document, dict):
+        raise DecodeError(f"The JSON body must be an object holding an OTLP {name}.")
+    try:
+        _hex_ids_to_base64(document)
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except RecursionError as exc:
+        raise DecodeError(f"The JSON body nests too deeply to be an OTLP {name}.") from exc
+    except (json_format.ParseError, ValueError, TypeError, binascii.Error) as exc:
+        raise DecodeError(f"The JSON body is not a valid OTLP {name}: {exc}") from exc
+    return message
+
+
+def _base64_ids_to_hex(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                node[key] = base64.b64decode(value).hex()
+            else:
+                _base64_ids_to_hex(value)
+    elif isinstance(node, list):
+        for item in node:
+            _base64_ids_to_hex(item)
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """A message in OTLP/JSON form (hex ids, lowerCamelCase keys, int64 as strings)."""
+    document = json_format.MessageToDict(message)
+    _base64_ids_to_hex(document)
+    return document
+
+
+def dumps(message: Message) -> bytes:
+    """A message as a compact OTLP/JSON body."""
+    return json.dumps(to_dict(message), separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,205 @@
+"""Table names → storage locations, and creating and checking Delta tables (SPEC §2).
+
+A name is validated before anything touches storage. A table is usable for a signal
+when its columns match the signal's DDL exactly (names, types, nullability) and its
+``otel.schemaVersion`` property, if set, is ``v1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import deltalake
+import pyarrow as pa
+
+from otel_ingest.errors import BadTableName, SchemaMismatch, TableNotFound
+from otel_ingest.schema import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_PROPERTY,
+    SIGNALS,
+    TABLE_SUFFIXES,
+    Signal,
+    TableDefinition,
+    signal_schema,
+)
+
+log = logging.getLogger("otel_ingest.tables")
+
+_PART = re.compile(r"[a-z0-9_][a-z0-9_-]*")
+MAX_PART_LENGTH = 255
+OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "az://", "abfs://", "abfss://", "gs://")
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A validated, lower-cased ``catalog.schema.table``."""
+
+    catalog: str
+    schema: str
+    table: str
+
+    @classmethod
+    def parse(cls, raw: str) -> TableName:
+        """Validate a header value; raises BadTableName saying what is wrong."""
+        parts = raw.strip().lower().split(".")
+        if len(parts) != 3:
+            raise BadTableName(f"Table name {raw[:300]!r} must have three dot-separated parts, catalog.schema.table.")
+        for part in parts:
+            if not part:
+                raise BadTableName(f"Table name {raw[:300]!r} has an empty part; write catalog.schema.table.")
+            if len(part) > MAX_PART_LENGTH:
+                raise BadTableName(
+                    f"Table name part {part[:40]!r}… is {len(part)} characters; the limit is {MAX_PART_LENGTH}."
+                )
+            if not (part.isascii() and _PART.fullmatch(part)):
+                raise BadTableName(
+                    f"Table name part {part[:300]!r} may only hold a-z, 0-9, _ and - (not starting with -)."
+                )
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return f"{self.catalog}.{self.schema}.{self.table}"
+
+
+def table_set(prefix: str) -> dict[Signal, TableName]:
+    """``catalog.schema.prefix`` → the three table names of the Databricks guide."""
+    base = TableName.parse(prefix + "_x")  # validates the prefix as a table name would be
+    stem = base.table[: -len("_x")]
+    return {signal: TableName(base.catalog, base.schema, stem + TABLE_SUFFIXES[signal]) for signal in SIGNALS}
+
+
+def _first_difference(expected: Any, actual: Any, path: str) -> str | None:
+    """Where two Delta JSON types differ first, as a sentence fragment, or None."""
+    if isinstance(expected, str) or isinstance(actual, str):
+        if expected != actual:
+            return f"column {path} is {_render(actual)}, the v1 schema has {_render(expected)}"
+        return None
+    if expected["type"] != actual["type"]:
+        return f"column {path} is {_render(actual)}, the v1 schema has {_render(expected)}"
+    if expected["type"] == "struct":
+        actual_fields = {f["name"]: f for f in actual["fields"]}
+        for want in expected["fields"]:
+            name = f"{path}.{want['name']}" if path else want["name"]
+            have = actual_fields.get(want["name"])
+            if have is None:
+                return f"column {name} is missing"
+            if want.get("nullable", True) and not have.get("nullable", True):
+                return f"column {name} is NOT NULL, but the v1 schema allows NULL"
+            difference = _first_difference(want["type"], have["type"], name)
+            if difference:
+                return difference
+        wanted = {f["name"] for f in expected["fields"]}
+        for have in actual["fields"]:
+            if have["name"] not in wanted:
+                name = f"{path}.{have['name']}" if path else have["name"]
+                return f"column {name} is not in the v1 schema"
+        return None
+    if expected["type"] == "array":
+        return _first_difference(expected["elementType"], actual["elementType"], path + "[]")
+    if expected["type"] == "map":
+        return _first_difference(expected["keyType"], actual["keyType"], path + ".key") or _first_difference(
+            expected["valueType"], actual["valueType"], path + ".value"
+        )
+    return None
+
+
+def _render(data_type: Any) -> str:
+    if isinstance(data_type, str):
+        return data_type
+    kind = data_type["type"]
+    if kind == "array":
+        return f"array<{_render(data_type['elementType'])}>"
+    if kind == "map":
+        return f"map<{_render(data_type['keyType'])}, {_render(data_type['valueType'])}>"
+    return "struct<" + ", ".join(f"{f['name']}: {_render(f['type'])}" for f in data_type["fields"]) + ">"
+
+
+def _schema_json(schema: deltalake.Schema) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(schema.to_json())
+    return document
+
+
+class Warehouse:
+    """The root under which ``catalog/schema/table`` folders hold Delta tables."""
+
+    def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
+        self.is_local = not root.lower().startswith(OBJECT_STORE_SCHEMES)
+        self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
+        self.storage_options = dict(storage_options or {}) or None
+
+    def location(self, name: TableName) -> str:
+        if self.is_local:
+            return os.path.join(self.root, name.catalog, name.schema, name.table)
+        return f"{self.root}/{name.catalog}/{name.schema}/{name.table}"
+
+    def exists(self, name: TableName) -> bool:
+        return bool(deltalake.DeltaTable.is_deltatable(self.location(name), self.storage_options))
+
+    def create(self, name: TableName, schema: pa.Schema, properties: dict[str, str]) -> deltalake.DeltaTable:
+        """Create a table if it does not exist (idempotent; concurrent creators are fine)."""
+        location = self.location(name)
+        if self.is_local:
+            os.makedirs(location, exist_ok=True)
+        # Passing the property at creation keeps create + property in one commit, so
+        # no crash can leave a table without it (deltalake refuses unknown keys unless
+        # raise_if_key_not_exists=False).
+        table = deltalake.DeltaTable.create(
+            location,
+            schema,
+            mode="ignore",
+            name=name.table,
+            configuration=properties,
+            storage_options=self.storage_options,
+            raise_if_key_not_exists=False,
+        )
+        log.info("Table %s is ready at %s.", name, location)
+        return table
+
+    def create_for_signal(self, name: TableName, signal: Signal) -> deltalake.DeltaTable:
+        table = self.create(name, signal_schema(signal), {SCHEMA_VERSION_PROPERTY: SCHEMA_VERSION})
+        self.check(name, signal, table)
+        return table
+
+    def create_definition(self, definition: TableDefinition) -> deltalake.DeltaTable:
+        """Create a table from a parsed CREATE TABLE statement; an existing table must match it."""
+        name = TableName.parse(definition.name)
+        table = self.create(name, definition.schema, definition.properties)
+        expected = _schema_json(deltalake.Schema.from_arrow(definition.schema))
+        difference = _first_difference(expected, _schema_json(table.schema()), "")
+        if difference:
+            raise SchemaMismatch(f"Table {name} already exists and differs from the statement: {difference}.")
+        return table
+
+    def open(self, name: TableName, signal: Signal, auto_create: bool) -> deltalake.DeltaTable:
+        """Open a table for writing ``signal`` rows, checking that it fits."""
+        location = self.location(name)
+        if not self.exists(name):
+            if not auto_create:
+                raise TableNotFound(
+                    f"Table {name} does not exist; create it with "
+                    f"`otel-ingest tables create {name.catalog}.{name.schema}.<prefix>` "
+                    "or start the server with --auto-create."
+                )
+            return self.create_for_signal(name, signal)
+        table = deltalake.DeltaTable(location, storage_options=self.storage_options)
+        self.check(name, signal, table)
+        return table
+
+    def check(self, name: TableName, signal: Signal, table: deltalake.DeltaTable) -> None:
+        """Raise SchemaMismatch naming the first column that does not fit ``signal``."""
+        expected = _schema_json(deltalake.Schema.from_arrow(signal_schema(signal)))
+        difference = _first_difference(expected, _schema_json(table.schema()), "")
+        if difference:
+            raise SchemaMismatch(
+                f"Table {name} does not fit {signal} rows: {difference}; send {signal} to a table created for them."
+            )
+        version = table.metadata().configuration.get(SCHEMA_VERSION_PROPERTY)
+        if version is not None and version != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"Table {name} has {SCHEMA_VERSION_PROPERTY}={version!r}; this server writes {SCHEMA_VERSION!r}."
+            )

@@ -1,0 +1,201 @@
+"""The OTLP/HTTP wire format: content types, content encodings, size limits, decoding
+request bodies and encoding responses (SPEC §4).
+
+Every function here raises domain errors (``DecodeError``, ``PayloadTooLarge``,
+``UnsupportedMediaType``); ``app.py`` turns them into statuses.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+import zstandard
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from otel_ingest import otlp_json
+from otel_ingest.errors import DecodeError, PayloadTooLarge, UnsupportedMediaType
+from otel_ingest.schema import Signal
+
+Encoding = Literal["protobuf", "json"]
+
+MEDIA_TYPES: dict[str, Encoding] = {
+    "application/x-protobuf": "protobuf",
+    "application/protobuf": "protobuf",
+    "application/json": "json",
+}
+CONTENT_TYPES: dict[Encoding, str] = {
+    "protobuf": "application/x-protobuf",
+    "json": "application/json",
+}
+
+REQUESTS: dict[Signal, type[Message]] = {
+    "metrics": metrics_service_pb2.ExportMetricsServiceRequest,
+    "logs": logs_service_pb2.ExportLogsServiceRequest,
+    "traces": trace_service_pb2.ExportTraceServiceRequest,
+}
+RESPONSES: dict[Signal, type[Message]] = {
+    "metrics": metrics_service_pb2.ExportMetricsServiceResponse,
+    "logs": logs_service_pb2.ExportLogsServiceResponse,
+    "traces": trace_service_pb2.ExportTraceServiceResponse,
+}
+# The partial_success counter of each response type.
+REJECTED_FIELDS: dict[Signal, str] = {
+    "metrics": "rejected_data_points",
+    "logs": "rejected_log_records",
+    "traces": "rejected_spans",
+}
+
+_CHUNK = 1 << 16
+
+
+def media_type(content_type: str | None) -> Encoding:
+    """The body encoding named by a Content-Type header (parameters ignored)."""
+    essence = (content_type or "").split(";", 1)[0].strip().lower()
+    encoding = MEDIA_TYPES.get(essence)
+    if encoding is None:
+        shown = repr(content_type) if content_type else "missing"
+        raise UnsupportedMediaType(
+            f"Content-Type {shown} is not supported; send application/x-protobuf or application/json."
+        )
+    return encoding
+
+
+def _too_large(limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than {limit:,} bytes {what}; "
+        "send smaller batches (lower the exporter's max batch size)."
+    )
+
+
+async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, limit: int) -> bytes:
+    """Read a (possibly chunked) body, refusing it as soon as it passes ``limit`` bytes."""
+    if content_length is not None and content_length.strip().isdigit() and int(content_length) > limit:
+        raise _too_large(limit, "(Content-Length)")
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit, "as sent")
+    return bytes(body)
+
+
+def _inflate(data: bytes, limit: int, wbits: int) -> bytes:
+    """zlib/gzip/raw deflate, stopped as soon as the output passes ``limit``."""
+    out = bytearray()
+    decompressor = zlib.decompressobj(wbits)
+    pending = data
+    while True:
+        out += decompressor.decompress(pending, limit + 1 - len(out))
+        if len(out) > limit:
+            raise _too_large(limit, "after decompression")
+        pending = decompressor.unconsumed_tail
+        if decompressor.eof:
+            pending = decompressor.unused_data
+            if not pending:
+                return bytes(out)
+            # Another gzip member follows (concatenated gzip streams are valid).
+            decompressor = zlib.decompressobj(wbits)
+        elif not pending:
+            raise zlib.error("the compressed stream is truncated")
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    return _inflate(data, limit, 16 + zlib.MAX_WBITS)
+
+
+def _deflate(data: bytes, limit: int) -> bytes:
+    # HTTP "deflate" means a zlib stream, but some clients send raw deflate.
+    try:
+        return _inflate(data, limit, zlib.MAX_WBITS)
+    except zlib.error:
+        return _inflate(data, limit, -zlib.MAX_WBITS)
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    out = bytearray()
+    while chunk := reader.read(_CHUNK):
+        out += chunk
+        if len(out) > limit:
+            raise _too_large(limit, "after decompression")
+    return bytes(out)
+
+
+def _identity(data: bytes, limit: int) -> bytes:
+    return data
+
+
+DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
+    "identity": _identity,
+    "gzip": _gunzip,
+    "x-gzip": _gunzip,
+    "deflate": _deflate,
+    "zstd": _unzstd,
+}
+
+
+def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """Undo every Content-Encoding (applied in order, so undone in reverse)."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    for coding in reversed(codings):
+        decoder = DECODERS.get(coding)
+        if decoder is None:
+            raise UnsupportedMediaType(
+                f"Content-Encoding {coding!r} is not supported; use gzip, deflate, zstd or none."
+            )
+        try:
+            body = decoder(body, limit)
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise DecodeError(f"The body is not valid {coding} data ({exc}); check Content-Encoding.") from exc
+    return body
+
+
+def decode_request(signal: Signal, body: bytes, encoding: Encoding) -> tuple[Message, Encoding]:
+    """Parse an export request; returns it with the encoding the body really had.
+
+    A body labelled protobuf that does not parse as protobuf but starts with ``{`` is
+    read as JSON: Codex CLI sends JSON under a protobuf Content-Type.
+    """
+    message = REQUESTS[signal]()
+    if encoding == "json":
+        return otlp_json.parse(body, message), "json"
+    try:
+        message.ParseFromString(body)
+    except (ProtobufDecodeError, RecursionError) as exc:
+        if body.lstrip()[:1] == b"{":
+            return otlp_json.parse(body, REQUESTS[signal]()), "json"
+        raise DecodeError(
+            f"The body is not a valid protobuf {message.DESCRIPTOR.name} ({exc}); "
+            "check that Content-Type matches the body."
+        ) from exc
+    return message, "protobuf"
+
+
+def _serialize(message: Message, encoding: Encoding) -> bytes:
+    if encoding == "json":
+        return json_format.MessageToJson(message, indent=None).encode("utf-8")
+    return message.SerializeToString()
+
+
+def encode_response(signal: Signal, rejected: int, error_message: str | None, encoding: Encoding) -> bytes:
+    """The Export*ServiceResponse, with ``partial_success`` only when records were rejected."""
+    response = RESPONSES[signal]()
+    if rejected or error_message:
+        partial = response.partial_success  # type: ignore[attr-defined]
+        setattr(partial, REJECTED_FIELDS[signal], rejected)
+        partial.error_message = error_message or ""
+    return _serialize(response, encoding)
+
+
+def encode_status(code: int, message: str, encoding: Encoding) -> bytes:
+    """A ``google.rpc.Status`` error body."""
+    return _serialize(status_pb2.Status(code=code, message=message), encoding)
