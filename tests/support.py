@@ -1,0 +1,191 @@
+"""Shared test helpers: captured requests, a real server process, an independent reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+
+CAPTURES = Path(__file__).parent / "captures"
+# Hop-by-hop and framing headers are re-created by the HTTP client.
+_FRAMING_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+_POINT_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One recorded export request (see captures/README.md)."""
+
+    run: str
+    n: int
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    chunked: bool
+    body: bytes
+    decoded: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.run}/{self.n}"
+
+    @property
+    def signal(self) -> str:
+        return self.path.rsplit("/", 1)[1]
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    @property
+    def table(self) -> str | None:
+        return self.header("x-databricks-uc-table-name")
+
+    @property
+    def expected_rows(self) -> int:
+        """Rows the request must produce, counted from the readable decoding."""
+        return count_records(self.signal, self.decoded["message"])
+
+
+def count_records(signal: str, message: dict[str, Any]) -> int:
+    """Data points / log records / spans in an OTLP/JSON-shaped request."""
+    total = 0
+    if signal == "metrics":
+        for rm in message.get("resourceMetrics", []):
+            for sm in rm.get("scopeMetrics", []):
+                for metric in sm.get("metrics", []):
+                    for kind in _POINT_KINDS:
+                        total += len(metric.get(kind, {}).get("dataPoints", []))
+    elif signal == "logs":
+        for rl in message.get("resourceLogs", []):
+            for sl in rl.get("scopeLogs", []):
+                total += len(sl.get("logRecords", []))
+    else:
+        for rs in message.get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                total += len(ss.get("spans", []))
+    return total
+
+
+def load_captures(run: str | None = None) -> list[Capture]:
+    captures = []
+    for meta_path in sorted(CAPTURES.glob("*/*.json"), key=lambda p: (p.parent.name, p.name)):
+        if meta_path.name.endswith(".decoded.json") or (run and meta_path.parent.name != run):
+            continue
+        meta = json.loads(meta_path.read_text())
+        stem = meta_path.with_suffix("")
+        captures.append(
+            Capture(
+                run=meta_path.parent.name,
+                n=meta["n"],
+                method=meta["method"],
+                path=meta["path"],
+                headers=[(k, v) for k, v in meta["headers"]],
+                chunked=meta["body_framing"] == "chunked",
+                body=stem.with_suffix(".bin").read_bytes(),
+                decoded=json.loads(stem.with_suffix(".decoded.json").read_text()),
+            )
+        )
+    return sorted(captures, key=lambda c: (c.run, c.n))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _chunks(body: bytes, size: int = 512) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+class Server:
+    """``otel-ingest serve`` in a child process on a free loopback port."""
+
+    def __init__(self, warehouse: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.warehouse = warehouse
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = warehouse.parent / f"server-{self.port}.log"
+        command = [sys.executable, "-m", "otel_ingest", "serve", "--port", str(self.port)]
+        command += ["--warehouse", str(warehouse), *args]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        chunked: bool = False,
+    ) -> httpx.Response:
+        content: bytes | Iterator[bytes] = _chunks(body) if chunked else body
+        return self.client.post(path, content=content, headers=headers)
+
+    def replay(self, capture: Capture) -> httpx.Response:
+        headers = [(k, v) for k, v in capture.headers if k.lower() not in _FRAMING_HEADERS]
+        return self.client.request(
+            capture.method,
+            capture.path,
+            content=_chunks(capture.body) if capture.chunked else capture.body,
+            headers=headers,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._log.close()
+        return code
+
+
+def table_path(warehouse: Path, name: str) -> Path:
+    return warehouse.joinpath(*name.lower().split("."))
+
+
+def read_table(warehouse: Path, name: str) -> pl.DataFrame:
+    """Read a Delta table with polars (an independent reader), empty frame if absent."""
+    path = table_path(warehouse, name)
+    if not (path / "_delta_log").is_dir():
+        return pl.DataFrame()
+    return pl.read_delta(str(path))
+
+
+def row_count(warehouse: Path, name: str) -> int:
+    return read_table(warehouse, name).height
