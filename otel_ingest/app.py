@@ -38,7 +38,7 @@ from otel_ingest.writer import Writer
 
 log = logging.getLogger("otel_ingest.app")
 
-TABLE_HEADER = "x-databricks-uc-table-name"
+TABLE_HEADER = "X-Databricks-UC-Table-Name"  # header lookups are case-insensitive
 
 # Domain error → (HTTP status, google.rpc.Code). The only mapping of errors to HTTP.
 STATUSES: dict[type[IngestError], tuple[int, int]] = {
