@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_ingest.errors import BadTableName
 from otel_ingest.schema import SIGNALS, Signal
+from otel_ingest.tables import TableName
 
 ENV_PREFIX = "OTEL_INGEST_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -135,6 +137,12 @@ class Settings:
             raise ConfigError(f"max_commit_rows {self.max_commit_rows} must be positive.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level {self.log_level!r} must be debug, info, warning or error.")
+        names = [*self.create_tables, *filter(None, map(self.default_table, SIGNALS))]
+        for name in names:
+            try:
+                TableName.parse(name)
+            except BadTableName as exc:
+                raise ConfigError(f"{exc} (in the settings)") from exc
 
     def default_table(self, signal: Signal) -> str | None:
         value: str | None = getattr(self, f"default_{signal}_table")

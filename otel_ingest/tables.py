@@ -68,9 +68,8 @@ class TableName:
 
 def table_set(prefix: str) -> dict[Signal, TableName]:
     """``catalog.schema.prefix`` → the three table names of the Databricks guide."""
-    base = TableName.parse(prefix + "_x")  # validates the prefix as a table name would be
-    stem = base.table[: -len("_x")]
-    return {signal: TableName(base.catalog, base.schema, stem + TABLE_SUFFIXES[signal]) for signal in SIGNALS}
+    base = TableName.parse(prefix)
+    return {signal: TableName.parse(f"{base}{TABLE_SUFFIXES[signal]}") for signal in SIGNALS}
 
 
 def _first_difference(expected: Any, actual: Any, path: str) -> str | None:

@@ -114,17 +114,21 @@ def _chunks(body: bytes, size: int = 512) -> Iterator[bytes]:
 class Server:
     """``otel-ingest serve`` in a child process on a free loopback port."""
 
-    def __init__(self, warehouse: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, warehouse: Path, *args: str, env: dict[str, str] | None = None, settings_from_env: bool = False
+    ) -> None:
         self.warehouse = warehouse
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = warehouse.parent / f"server-{self.port}.log"
-        command = [sys.executable, "-m", "otel_ingest", "serve", "--port", str(self.port)]
-        command += ["--warehouse", str(warehouse), *args]
+        command = [sys.executable, "-m", "otel_ingest", "serve", *args]
+        env = dict(env or {})
+        if settings_from_env:
+            env.update(OTEL_INGEST_PORT=str(self.port), OTEL_INGEST_WAREHOUSE=str(warehouse))
+        else:
+            command += ["--port", str(self.port), "--warehouse", str(warehouse)]
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **env})
         self.client = httpx.Client(base_url=self.url, timeout=60)
         self._wait_ready()
 
