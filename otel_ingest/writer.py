@@ -74,7 +74,8 @@ class TableWriter:
         await self._task
 
     def _take(self) -> list[_Pending]:
-        taken, rows = [], 0
+        taken: list[_Pending] = []
+        rows = 0
         while self._queue and (not taken or rows + self._queue[0].batch.num_rows <= self.max_commit_rows):
             pending = self._queue.pop(0)
             taken.append(pending)

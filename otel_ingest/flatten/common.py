@@ -40,7 +40,8 @@ class Flattened:
 
     @property
     def rows(self) -> int:
-        return self.batch.num_rows
+        rows: int = self.batch.num_rows
+        return rows
 
 
 class Rejections:
