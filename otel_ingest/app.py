@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from otel_ingest import wire
+from otel_ingest.budget import DECODE_OVERHEAD, MemoryBudget
 from otel_ingest.config import Settings
 from otel_ingest.errors import (
     BadTableName,
@@ -34,7 +35,7 @@ from otel_ingest.errors import (
 from otel_ingest.flatten import FLATTENERS
 from otel_ingest.schema import SIGNALS, Signal
 from otel_ingest.tables import TableName, Warehouse, table_set
-from otel_ingest.writer import Writer
+from otel_ingest.writer import CommitPolicy, Writer
 
 log = logging.getLogger("otel_ingest.app")
 
@@ -86,10 +87,11 @@ def error_response(error: IngestError, encoding: wire.Encoding) -> Response:
 class Ingest:
     """The export endpoint of one signal."""
 
-    def __init__(self, signal: Signal, settings: Settings, writer: Callable[[], Writer]) -> None:
+    def __init__(self, signal: Signal, settings: Settings, writer: Callable[[], Writer], budget: MemoryBudget) -> None:
         self.signal = signal
         self.settings = settings
         self.writer = writer
+        self.budget = budget
 
     def _table_name(self, request: Request) -> TableName:
         raw = request.headers.get(TABLE_HEADER) or self.settings.default_table(self.signal)
@@ -104,18 +106,25 @@ class Ingest:
         content_type = request.headers.get("content-type")
         encoding = _error_encoding(content_type)
         try:
-            encoding = wire.media_type(content_type)
-            name = self._table_name(request)
-            limit = self.settings.max_body_bytes
-            body = await wire.read_body(request.stream(), request.headers.get("content-length"), limit)
-            body = wire.decompress(body, request.headers.get("content-encoding"), limit)
-            message, encoding = wire.decode_request(self.signal, body, encoding)
-            flatten = FLATTENERS[self.signal]
-            if len(body) > _INLINE_FLATTEN_BYTES:
-                flattened = await asyncio.to_thread(flatten, message)
-            else:
-                flattened = flatten(message)
-            await self.writer().append(name, self.signal, flattened.batch)
+            with self.budget.reservation() as held:
+                encoding = wire.media_type(content_type)
+                name = self._table_name(request)
+                writer = self.writer()
+                await writer.check(name, self.signal)  # 404/400 before the body is read
+                limit = self.settings.max_body_bytes
+                raw = await wire.read_body(request.stream(), request.headers.get("content-length"), limit, held.resize)
+                body = wire.decompress(raw, request.headers.get("content-encoding"), limit)
+                held.resize(len(raw) + len(body) * DECODE_OVERHEAD)
+                message, encoding = wire.decode_request(self.signal, body, encoding)
+                del raw, body
+                flatten = FLATTENERS[self.signal]
+                if message.ByteSize() > _INLINE_FLATTEN_BYTES:
+                    flattened = await asyncio.to_thread(flatten, message)
+                else:
+                    flattened = flatten(message)
+                del message
+                held.resize(flattened.batch.nbytes)
+                await writer.append(name, self.signal, flattened.batch)
         except IngestError as error:
             log.debug("Request to %s answered with error: %s", request.url.path, error)
             return error_response(error, encoding)
@@ -152,6 +161,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up."""
     warehouse = Warehouse(settings.warehouse, dict(settings.storage_options))
+    budget = MemoryBudget(settings.max_buffer_bytes)
     state: dict[str, Writer] = {}
 
     def writer() -> Writer:
@@ -162,7 +172,8 @@ def create_app(settings: Settings) -> Starlette:
         for prefix in settings.create_tables:
             for signal, name in table_set(prefix).items():
                 await asyncio.to_thread(warehouse.create_for_signal, name, signal)
-        state["writer"] = Writer(warehouse, settings.auto_create, settings.max_commit_rows)
+        policy = CommitPolicy(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_delay)
+        state["writer"] = Writer(warehouse, settings.auto_create, policy)
         log.info("Writing to warehouse %s.", warehouse.root)
         try:
             yield
@@ -174,7 +185,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = []
     for signal in SIGNALS:
         # A bound method, so Starlette wraps it as a request → response endpoint.
-        endpoint: Callable[[Request], Awaitable[Response]] = Ingest(signal, settings, writer).__call__
+        endpoint: Callable[[Request], Awaitable[Response]] = Ingest(signal, settings, writer, budget).__call__
         for path in (f"/api/2.0/otel/v1/{signal}", f"/v1/{signal}"):
             routes.append(Route(path, endpoint, methods=["POST"], name=f"{signal}:{path}"))
     return Starlette(
@@ -182,3 +193,8 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
+
+
+def create_app_from_environment() -> Starlette:
+    """App factory for ``serve --workers N``: each worker rebuilds the parent's settings."""
+    return create_app(Settings.from_environment())

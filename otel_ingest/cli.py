@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from otel_ingest import __version__
 from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
@@ -21,6 +23,7 @@ from otel_ingest.tables import Warehouse, table_set
 log = logging.getLogger("otel_ingest")
 
 _STORAGE_OPTIONS = ("warehouse", "storage_options")
+SHUTDOWN_SECONDS = 30
 
 
 def _add_option(parser: argparse.ArgumentParser, name: str) -> None:
@@ -78,14 +81,19 @@ def _serve(settings: Settings) -> int:
 
     from otel_ingest.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Requests already received are committed and answered before exit.
-        timeout_graceful_shutdown=30,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # On SIGTERM, requests already received are committed and answered before exit.
+        "timeout_graceful_shutdown": SHUTDOWN_SECONDS,
+    }
+    if settings.workers > 1:
+        # Worker processes import the app by name and rebuild the settings from this variable.
+        os.environ.update(settings.to_environment())
+        uvicorn.run("otel_ingest.app:create_app_from_environment", factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 

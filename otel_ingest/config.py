@@ -7,6 +7,8 @@ environment lookup into variable names, so the two can never drift apart.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from otel_ingest.schema import SIGNALS, Signal
 from otel_ingest.tables import TableName
 
 ENV_PREFIX = "OTEL_INGEST_"
+# Internal: how ``serve --workers N`` hands the parsed settings to its worker processes.
+SETTINGS_JSON_ENV = "OTEL_INGEST_SETTINGS_JSON"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -105,7 +109,24 @@ OPTIONS: tuple[Option, ...] = (
         for signal in SIGNALS
     ),
     Option("storage_options", _pairs, {}, "object-store options as key=value,key=value", "KEY=VALUE,..."),
-    Option("max_commit_rows", int, 200_000, "most rows in one Delta commit", "ROWS"),
+    Option("commit_max_rows", int, 200_000, "commit a table's queue once it holds this many rows", "ROWS"),
+    Option("commit_max_bytes", _size, 64 << 20, "... or this many bytes of Arrow data", "BYTES"),
+    Option("commit_max_delay", float, 0.2, "... or its oldest request has waited this long", "SECONDS"),
+    Option(
+        "max_buffer_bytes",
+        _size,
+        1 << 30,
+        "bytes held for unanswered requests, per process; past it requests get 503 + Retry-After",
+        "BYTES",
+    ),
+    Option("workers", int, 1, "server processes sharing the port (all append to the same tables)", "N"),
+    Option(
+        "maintenance_interval",
+        float,
+        0.0,
+        "seconds between background compaction/vacuum of the tables this server writes (0 = off)",
+        "SECONDS",
+    ),
     Option("log_level", str, "info", "debug, info, warning or error"),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -125,7 +146,12 @@ class Settings:
     default_logs_table: str | None = None
     default_traces_table: str | None = None
     storage_options: Mapping[str, str] = field(default_factory=dict)
-    max_commit_rows: int = 200_000
+    commit_max_rows: int = 200_000
+    commit_max_bytes: int = 64 << 20
+    commit_max_delay: float = 0.2
+    max_buffer_bytes: int = 1 << 30
+    workers: int = 1
+    maintenance_interval: float = 0.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -133,8 +159,12 @@ class Settings:
             raise ConfigError(f"port {self.port} is out of range; use 0–65535.")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes {self.max_body_bytes} must be positive.")
-        if self.max_commit_rows < 1:
-            raise ConfigError(f"max_commit_rows {self.max_commit_rows} must be positive.")
+        for name in ("commit_max_rows", "commit_max_bytes", "max_buffer_bytes", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)} must be at least 1.")
+        for name in ("commit_max_delay", "maintenance_interval"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level {self.log_level!r} must be debug, info, warning or error.")
         names = [*self.create_tables, *filter(None, map(self.default_table, SIGNALS))]
@@ -147,6 +177,16 @@ class Settings:
     def default_table(self, signal: Signal) -> str | None:
         value: str | None = getattr(self, f"default_{signal}_table")
         return value
+
+    def to_environment(self) -> dict[str, str]:
+        """The settings as one environment variable, for worker processes to rebuild them."""
+        return {SETTINGS_JSON_ENV: json.dumps(dataclasses.asdict(self))}
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        values = json.loads(os.environ[SETTINGS_JSON_ENV])
+        values["create_tables"] = tuple(values["create_tables"])
+        return cls(**values)
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

@@ -147,15 +147,21 @@ class Warehouse:
         # Passing the property at creation keeps create + property in one commit, so
         # no crash can leave a table without it (deltalake refuses unknown keys unless
         # raise_if_key_not_exists=False).
-        table = deltalake.DeltaTable.create(
-            location,
-            schema,
-            mode="ignore",
-            name=name.table,
-            configuration=properties,
-            storage_options=self.storage_options,
-            raise_if_key_not_exists=False,
-        )
+        try:
+            table = deltalake.DeltaTable.create(
+                location,
+                schema,
+                mode="ignore",
+                name=name.table,
+                configuration=properties,
+                storage_options=self.storage_options,
+                raise_if_key_not_exists=False,
+            )
+        except Exception:
+            # Another process created it between our check and our commit of version 0.
+            if not self.exists(name):
+                raise
+            table = deltalake.DeltaTable(location, storage_options=self.storage_options)
         log.info("Table %s is ready at %s.", name, location)
         return table
 

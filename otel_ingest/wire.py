@@ -76,15 +76,23 @@ def _too_large(limit: int, what: str) -> PayloadTooLarge:
     )
 
 
-async def read_body(chunks: AsyncIterator[bytes], content_length: str | None, limit: int) -> bytes:
-    """Read a (possibly chunked) body, refusing it as soon as it passes ``limit`` bytes."""
-    if content_length is not None and content_length.strip().isdigit() and int(content_length) > limit:
-        raise _too_large(limit, "(Content-Length)")
+async def read_body(
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, hold: Callable[[int], None]
+) -> bytes:
+    """Read a (possibly chunked) body, refusing it as soon as it passes ``limit`` bytes.
+
+    ``hold`` is told the bytes read so far (back-pressure may refuse them).
+    """
+    if content_length is not None and content_length.strip().isdigit():
+        if int(content_length) > limit:
+            raise _too_large(limit, "(Content-Length)")
+        hold(int(content_length))
     body = bytearray()
     async for chunk in chunks:
         body += chunk
         if len(body) > limit:
             raise _too_large(limit, "as sent")
+        hold(len(body))
     return bytes(body)
 
 

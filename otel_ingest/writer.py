@@ -1,14 +1,18 @@
 """Buffering accepted rows per table and committing them to Delta (group commit).
 
-Each table has one ``TableWriter``: requests put their batch in its queue and wait;
-a single task per table takes everything queued (up to ``max_commit_rows``), commits
-it as one Delta transaction in a worker thread, and only then wakes the requests. So
-one commit serves every request that arrived while the previous one was running, and
-a request is answered only after the commit holding its rows has succeeded.
+Each table has one ``TableWriter``: requests put their batch in its queue and wait.
+One task per table commits what is queued as a single Delta transaction, in a worker
+thread, when the queue holds ``max_rows`` rows or ``max_bytes`` bytes, or its oldest
+batch has waited ``max_delay`` seconds — and only then wakes the requests. While a
+commit runs, new batches queue for the next one, so under load each commit serves
+many requests, and every request is answered only after its rows are committed.
 
-A failed commit is retried with backoff; if it keeps failing, every request in it
-gets ``Unavailable`` (503) and, since the transaction never committed, none of its
-rows ever becomes visible.
+A failed commit is retried with backoff and jitter. Each commit carries a Delta
+application transaction id (``txn``: writer id + sequence number), so a retry after
+an ambiguous failure first asks the table whether the commit landed, and never
+writes the rows twice. If the retries fail, every request in the commit gets
+``Unavailable`` (503) and, since the transaction never committed, none of its rows
+ever becomes visible.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import deltalake
@@ -28,11 +33,11 @@ from otel_ingest.tables import TableName, Warehouse
 
 log = logging.getLogger("otel_ingest.writer")
 
-COMMIT_ATTEMPTS = 3
-RETRY_BASE_SECONDS = 0.2
+COMMIT_ATTEMPTS = 4
+RETRY_BASE_SECONDS = 0.1
 
-# Telemetry is repetitive text: zstd plus dictionaries shrink it well; large row
-# groups keep files few. Values measured in bench/ (see docs/operations.md).
+# Telemetry is repetitive text: zstd (with parquet's default dictionary encoding)
+# shrinks it well; large row groups keep files few. See docs/operations.md.
 WRITER_PROPERTIES = deltalake.WriterProperties(
     compression="ZSTD",
     compression_level=3,
@@ -40,20 +45,34 @@ WRITER_PROPERTIES = deltalake.WriterProperties(
 )
 
 
+@dataclass(frozen=True)
+class CommitPolicy:
+    """When a table's queue is committed: whichever limit is reached first."""
+
+    max_rows: int = 200_000
+    max_bytes: int = 64 << 20
+    max_delay: float = 0.2
+
+
 @dataclass
 class _Pending:
     batch: pa.RecordBatch
+    queued_at: float = field(default_factory=time.monotonic)
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class TableWriter:
     """The commit queue of one Delta table."""
 
-    def __init__(self, name: TableName, table: deltalake.DeltaTable, max_commit_rows: int) -> None:
+    def __init__(self, name: TableName, table: deltalake.DeltaTable, policy: CommitPolicy) -> None:
         self.name = name
         self.table = table
-        self.max_commit_rows = max_commit_rows
+        self.policy = policy
+        self.app_id = f"otel-ingest-{uuid.uuid4()}"
+        self._sequence = 0
         self._queue: list[_Pending] = []
+        self._queued_rows = 0
+        self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"commit {name}")
@@ -61,9 +80,11 @@ class TableWriter:
     async def append(self, batch: pa.RecordBatch) -> int:
         """Queue rows and wait until they are committed; returns the table version."""
         if self._closing:
-            raise Unavailable("The server is shutting down; retry against another replica or after restart.")
+            raise Unavailable("The server is shutting down; retry in a moment.")
         pending = _Pending(batch)
         self._queue.append(pending)
+        self._queued_rows += batch.num_rows
+        self._queued_bytes += batch.nbytes
         self._wake.set()
         return await pending.done
 
@@ -73,42 +94,89 @@ class TableWriter:
         self._wake.set()
         await self._task
 
+    def _full(self) -> bool:
+        return self._queued_rows >= self.policy.max_rows or self._queued_bytes >= self.policy.max_bytes
+
+    async def _wait_for_work(self) -> bool:
+        """Wait until the queue should be committed; False when closed and empty."""
+        while not self._queue:
+            if self._closing:
+                return False
+            self._wake.clear()
+            await self._wake.wait()
+        deadline = self._queue[0].queued_at + self.policy.max_delay
+        while not (self._closing or self._full()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                break
+        return True
+
     def _take(self) -> list[_Pending]:
         taken: list[_Pending] = []
-        rows = 0
-        while self._queue and (not taken or rows + self._queue[0].batch.num_rows <= self.max_commit_rows):
-            pending = self._queue.pop(0)
-            taken.append(pending)
-            rows += pending.batch.num_rows
+        rows = size = 0
+        while self._queue:
+            batch = self._queue[0].batch
+            if taken and (rows + batch.num_rows > self.policy.max_rows or size + batch.nbytes > self.policy.max_bytes):
+                break
+            taken.append(self._queue.pop(0))
+            rows += batch.num_rows
+            size += batch.nbytes
+        self._queued_rows -= rows
+        self._queued_bytes -= size
         return taken
 
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+        while await self._wait_for_work():
             group = self._take()
+            self._sequence += 1
             try:
-                version = await asyncio.to_thread(self._commit, [p.batch for p in group])
+                version = await asyncio.to_thread(self._commit, [p.batch for p in group], self._sequence)
             except Unavailable as error:
-                for pending in group:
-                    if not pending.done.done():
-                        pending.done.set_exception(error)
-                continue
+                outcome: BaseException | int = error
+            except Exception as error:  # never let the commit task die: fail the requests instead
+                log.exception("Unexpected error committing to %s", self.name)
+                outcome = Unavailable(f"Could not commit to table {self.name} ({error}); retry later.")
+            else:
+                outcome = version
             for pending in group:
-                if not pending.done.done():
-                    pending.done.set_result(version)
+                if pending.done.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    pending.done.set_exception(outcome)
+                else:
+                    pending.done.set_result(outcome)
 
-    def _commit(self, batches: list[pa.RecordBatch]) -> int:
+    def _committed(self, sequence: int) -> bool:
+        """Whether commit ``sequence`` of this writer is in the table (after an error)."""
+        try:
+            self.table.update_incremental()
+            return (self.table.transaction_version(self.app_id) or 0) >= sequence
+        except Exception:
+            return False
+
+    def _commit(self, batches: list[pa.RecordBatch], sequence: int) -> int:
         """One Delta commit of all ``batches`` (runs in a worker thread)."""
         data = pa.Table.from_batches(batches)
         started = time.perf_counter()
+        properties = deltalake.CommitProperties(
+            app_transactions=[deltalake.Transaction(app_id=self.app_id, version=sequence)]
+        )
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                deltalake.write_deltalake(self.table, data, mode="append", writer_properties=WRITER_PROPERTIES)
+                if attempt > 1 and self._committed(sequence):
+                    break
+                deltalake.write_deltalake(
+                    self.table,
+                    data,
+                    mode="append",
+                    writer_properties=WRITER_PROPERTIES,
+                    commit_properties=properties,
+                )
                 break
             except Exception as exc:  # storage errors come in many types; all mean "retry later"
                 if attempt == COMMIT_ATTEMPTS:
@@ -119,7 +187,7 @@ class TableWriter:
                 delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())
                 log.warning("Commit to %s failed (%s); retry %d in %.2f s.", self.name, exc, attempt, delay)
                 time.sleep(delay)
-        version = self.table.version()
+        version: int = self.table.version()
         log.info(
             "Committed %s rows from %d requests to %s in %.0f ms (version %d).",
             f"{data.num_rows:,}",
@@ -134,12 +202,16 @@ class TableWriter:
 class Writer:
     """Routes batches to per-table writers, opening (and checking) each table once."""
 
-    def __init__(self, warehouse: Warehouse, auto_create: bool, max_commit_rows: int) -> None:
+    def __init__(self, warehouse: Warehouse, auto_create: bool, policy: CommitPolicy) -> None:
         self.warehouse = warehouse
         self.auto_create = auto_create
-        self.max_commit_rows = max_commit_rows
+        self.policy = policy
         self._tables: dict[tuple[TableName, Signal], TableWriter] = {}
         self._opening: dict[tuple[TableName, Signal], asyncio.Lock] = {}
+
+    @property
+    def tables(self) -> list[TableWriter]:
+        return list(self._tables.values())
 
     async def _table_writer(self, name: TableName, signal: Signal) -> TableWriter:
         key = (name, signal)
@@ -155,8 +227,12 @@ class Writer:
                     raise
                 except Exception as exc:
                     raise Unavailable(f"Could not open table {name} ({exc}); retry later.") from exc
-                writer = self._tables[key] = TableWriter(name, table, self.max_commit_rows)
+                writer = self._tables[key] = TableWriter(name, table, self.policy)
         return writer
+
+    async def check(self, name: TableName, signal: Signal) -> None:
+        """Make sure the table exists and fits ``signal`` (opened once, then cached)."""
+        await self._table_writer(name, signal)
 
     async def append(self, name: TableName, signal: Signal, batch: pa.RecordBatch) -> None:
         """Commit ``batch`` to ``name`` (checked to fit ``signal``); returns once durable."""
