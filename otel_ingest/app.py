@@ -33,6 +33,7 @@ from otel_ingest.errors import (
     UnsupportedMediaType,
 )
 from otel_ingest.flatten import FLATTENERS
+from otel_ingest.maintenance import maintain
 from otel_ingest.schema import SIGNALS, Signal
 from otel_ingest.tables import TableName, Warehouse, table_set
 from otel_ingest.writer import CommitPolicy, Writer
@@ -158,6 +159,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _maintain_forever(writer: Writer, interval: float) -> None:
+    """Background maintenance of every table this process writes; failures are only logged."""
+    while True:
+        await asyncio.sleep(interval)
+        for table in writer.tables:
+            try:
+                await asyncio.to_thread(maintain, writer.warehouse, table.name)
+            except Exception:
+                log.warning("Background maintenance of %s failed; will try again.", table.name, exc_info=True)
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up."""
     warehouse = Warehouse(settings.warehouse, dict(settings.storage_options))
@@ -175,9 +187,14 @@ def create_app(settings: Settings) -> Starlette:
         policy = CommitPolicy(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_delay)
         state["writer"] = Writer(warehouse, settings.auto_create, policy)
         log.info("Writing to warehouse %s.", warehouse.root)
+        maintenance = None
+        if settings.maintenance_interval > 0:
+            maintenance = asyncio.create_task(_maintain_forever(state["writer"], settings.maintenance_interval))
         try:
             yield
         finally:
+            if maintenance is not None:
+                maintenance.cancel()
             log.info("Shutting down: committing buffered rows.")
             await state["writer"].close()
             log.info("All accepted rows are committed.")

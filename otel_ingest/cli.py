@@ -1,4 +1,4 @@
-"""The ``otel-ingest`` command: ``serve``, ``tables create`` and ``sql``.
+"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``sql`` and ``maintain``.
 
 Every ``serve`` flag can also be given as an ``OTEL_INGEST_<FLAG>`` environment
 variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
@@ -16,9 +16,10 @@ from typing import Any
 
 from otel_ingest import __version__
 from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
-from otel_ingest.errors import IngestError
+from otel_ingest.errors import IngestError, TableNotFound
+from otel_ingest.maintenance import DEFAULT_RETENTION_HOURS, maintain
 from otel_ingest.schema import DDLError, parse_ddl
-from otel_ingest.tables import Warehouse, table_set
+from otel_ingest.tables import TableName, Warehouse, table_set
 
 log = logging.getLogger("otel_ingest")
 
@@ -64,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("prefix", metavar="CATALOG.SCHEMA.PREFIX")
     for name in _STORAGE_OPTIONS:
         _add_option(create, name)
+
+    maintain = commands.add_parser(
+        "maintain", help="compact small files, checkpoint, vacuum and clean the log of tables"
+    )
+    maintain.add_argument("target", metavar="CATALOG.SCHEMA.TABLE_OR_PREFIX")
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        default=DEFAULT_RETENTION_HOURS,
+        help=f"keep files needed by versions younger than this [default {DEFAULT_RETENTION_HOURS}]",
+    )
+    for name in _STORAGE_OPTIONS:
+        _add_option(maintain, name)
 
     sql = commands.add_parser("sql", help="run the CREATE TABLE statements of a SQL file (Databricks DDL)")
     sql.add_argument("file", type=Path, metavar="FILE")
@@ -119,6 +133,17 @@ def _sql(settings: Settings, file: Path) -> int:
     return 0
 
 
+def _maintain(settings: Settings, target: str, retention_hours: int) -> int:
+    warehouse = _warehouse(settings)
+    name = TableName.parse(target)
+    names = [name] if warehouse.exists(name) else [n for n in table_set(target).values() if warehouse.exists(n)]
+    if not names:
+        raise TableNotFound(f"No table {target} and no table set with prefix {target} exists in {warehouse.root}.")
+    for each in names:
+        print(maintain(warehouse, each, retention_hours))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -128,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         if args.command == "tables":
             return _tables_create(settings, args.prefix)
+        if args.command == "maintain":
+            return _maintain(settings, args.target, args.retention_hours)
         return _sql(settings, args.file)
     except (ConfigError, DDLError, IngestError, OSError) as error:
         print(f"otel-ingest: {error}", file=sys.stderr)
