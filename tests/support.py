@@ -115,13 +115,18 @@ class Server:
     """``otel-ingest serve`` in a child process on a free loopback port."""
 
     def __init__(
-        self, warehouse: Path, *args: str, env: dict[str, str] | None = None, settings_from_env: bool = False
+        self,
+        warehouse: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        settings_from_env: bool = False,
+        command_prefix: list[str] | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = warehouse.parent / f"server-{self.port}.log"
-        command = [sys.executable, "-m", "otel_ingest", "serve", *args]
+        command = [*(command_prefix or []), sys.executable, "-m", "otel_ingest", "serve", *args]
         env = dict(env or {})
         if settings_from_env:
             env.update(OTEL_INGEST_PORT=str(self.port), OTEL_INGEST_WAREHOUSE=str(warehouse))
