@@ -214,4 +214,11 @@ def create_app(settings: Settings) -> Starlette:
 
 def create_app_from_environment() -> Starlette:
     """App factory for ``serve --workers N``: each worker rebuilds the parent's settings."""
-    return create_app(Settings.from_environment())
+    settings = Settings.from_environment()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    """Lifecycle and commit messages as full sentences on stderr."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

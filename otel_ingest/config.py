@@ -109,9 +109,17 @@ OPTIONS: tuple[Option, ...] = (
         for signal in SIGNALS
     ),
     Option("storage_options", _pairs, {}, "object-store options as key=value,key=value", "KEY=VALUE,..."),
-    Option("commit_max_rows", int, 200_000, "commit a table's queue once it holds this many rows", "ROWS"),
-    Option("commit_max_bytes", _size, 64 << 20, "... or this many bytes of Arrow data", "BYTES"),
-    Option("commit_max_delay", float, 0.2, "... or its oldest request has waited this long", "SECONDS"),
+    Option("commit_max_rows", int, 200_000, "most rows in one commit; a fuller queue commits at once", "ROWS"),
+    Option(
+        "commit_max_bytes", _size, 64 << 20, "most Arrow bytes in one commit; a fuller queue commits at once", "BYTES"
+    ),
+    Option(
+        "commit_max_delay",
+        float,
+        0.05,
+        "commit each table at most this often; an idle table commits at once, a busy one gathers requests",
+        "SECONDS",
+    ),
     Option(
         "max_buffer_bytes",
         _size,
@@ -148,7 +156,7 @@ class Settings:
     storage_options: Mapping[str, str] = field(default_factory=dict)
     commit_max_rows: int = 200_000
     commit_max_bytes: int = 64 << 20
-    commit_max_delay: float = 0.2
+    commit_max_delay: float = 0.05
     max_buffer_bytes: int = 1 << 30
     workers: int = 1
     maintenance_interval: float = 0.0

@@ -2,10 +2,11 @@
 
 Each table has one ``TableWriter``: requests put their batch in its queue and wait.
 One task per table commits what is queued as a single Delta transaction, in a worker
-thread, when the queue holds ``max_rows`` rows or ``max_bytes`` bytes, or its oldest
-batch has waited ``max_delay`` seconds — and only then wakes the requests. While a
-commit runs, new batches queue for the next one, so under load each commit serves
-many requests, and every request is answered only after its rows are committed.
+thread, and only then wakes the requests. A table commits at most once per
+``max_delay`` seconds: an idle table commits a request at once, a busy one gathers
+everything that arrives meanwhile (up to ``max_rows`` rows / ``max_bytes`` bytes,
+which commit at once) into its next commit. So under load each commit serves many
+requests, and every request is answered only after its rows are committed.
 
 A failed commit is retried with backoff and jitter. Each commit carries a Delta
 application transaction id (``txn``: writer id + sequence number), so a retry after
@@ -51,7 +52,7 @@ class CommitPolicy:
 
     max_rows: int = 200_000
     max_bytes: int = 64 << 20
-    max_delay: float = 0.2
+    max_delay: float = 0.05
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TableWriter:
         self.policy = policy
         self.app_id = f"otel-ingest-{uuid.uuid4()}"
         self._sequence = 0
+        self._last_commit = 0.0
         self._queue: list[_Pending] = []
         self._queued_rows = 0
         self._queued_bytes = 0
@@ -104,7 +106,9 @@ class TableWriter:
                 return False
             self._wake.clear()
             await self._wake.wait()
-        deadline = self._queue[0].queued_at + self.policy.max_delay
+        # Commits of one table start at most every max_delay seconds: an idle table commits
+        # at once, a busy one gathers what arrives meanwhile into the next commit.
+        deadline = max(self._queue[0].queued_at, self._last_commit + self.policy.max_delay)
         while not (self._closing or self._full()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -134,6 +138,7 @@ class TableWriter:
         while await self._wait_for_work():
             group = self._take()
             self._sequence += 1
+            self._last_commit = time.monotonic()
             try:
                 version = await asyncio.to_thread(self._commit, [p.batch for p in group], self._sequence)
             except Unavailable as error:
@@ -180,6 +185,8 @@ class TableWriter:
                 break
             except Exception as exc:  # storage errors come in many types; all mean "retry later"
                 if attempt == COMMIT_ATTEMPTS:
+                    if self._committed(sequence):  # the error came after the commit landed
+                        break
                     log.error("Commit of %d rows to %s failed %d times: %s", data.num_rows, self.name, attempt, exc)
                     raise Unavailable(
                         f"Could not commit to table {self.name} ({exc}); the rows were not stored, retry later."

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -152,19 +151,19 @@ def test_back_pressure_bounds_memory(start_server: Callable[..., Server]) -> Non
 
 def test_sigterm_answers_requests_in_flight(start_server: Callable[..., Server]) -> None:
     """Requests waiting for their commit when SIGTERM arrives are committed and answered 200."""
-    server = start_server("--create-tables", PREFIX, "--commit-max-delay", "3")
+    server = start_server("--create-tables", PREFIX, "--commit-max-delay", "5")
+    # The first commit of an idle table goes at once; it starts the 5 s commit interval.
+    first = Load([server.url], clients=1, records=10, max_requests=1, tag="first").start().join()
+    assert first.statuses == Counter({200: 1})
     load = Load([server.url], clients=8, records=10, max_requests=1).start()
-    deadline = time.monotonic() + 30
-    while "POST" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # all eight are queued, waiting for the 3 s commit delay
+    time.sleep(1.0)  # the eight requests are now queued, waiting for the next commit
     assert not load.result.acked
-    stopper = threading.Thread(target=server.process.send_signal, args=(signal.SIGTERM,))
-    stopper.start()
+    server.process.send_signal(signal.SIGTERM)
     result = load.join()
-    assert server.process.wait(60) == 0
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit status says SIGTERM.
+    assert server.process.wait(60) in (0, -signal.SIGTERM)
     assert result.statuses == Counter({200: 8})
-    assert_exactly_once(server.warehouse, result.acked)
+    assert_exactly_once(server.warehouse, result.acked | first.acked)
     assert "All accepted rows are committed." in server.log()
     frame = pl.read_delta(str(table_path(server.warehouse, TABLE)))
-    assert frame.height == 80
+    assert frame.height == 90

@@ -218,7 +218,15 @@ def _json_form(value: AnyValue, depth: int) -> Any:
 
 def attributes(pairs: Iterable[KeyValue]) -> dict[str, str | None]:
     """Repeated KeyValue → map; a repeated key keeps its last value (Spark forbids duplicates)."""
-    return {kv.key: any_value_text(kv.value) for kv in pairs}
+    result: dict[str, str | None] = {}
+    for kv in pairs:
+        value = kv.value
+        # Most attribute values are strings: skip the general conversion for them (hot path).
+        if value.WhichOneof("value") == "string_value":
+            result[kv.key] = value.string_value
+        else:
+            result[kv.key] = any_value_text(value)
+    return result
 
 
 def resource_value(resource: Resource) -> dict[str, Any]:
