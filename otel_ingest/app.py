@@ -115,17 +115,18 @@ class Ingest:
                 limit = self.settings.max_body_bytes
                 raw = await wire.read_body(request.stream(), request.headers.get("content-length"), limit, held.resize)
                 body = wire.decompress(raw, request.headers.get("content-encoding"), limit)
+                # Held until answered: the decoded message, then its rows waiting for the commit.
                 held.resize(len(raw) + len(body) * DECODE_OVERHEAD)
+                size = len(body)
                 message, encoding = wire.decode_request(self.signal, body, encoding)
                 del raw, body
                 flatten = FLATTENERS[self.signal]
-                if message.ByteSize() > _INLINE_FLATTEN_BYTES:
+                if size > _INLINE_FLATTEN_BYTES:
                     flattened = await asyncio.to_thread(flatten, message)
                 else:
                     flattened = flatten(message)
                 del message
-                held.resize(flattened.batch.nbytes)
-                await writer.append(name, self.signal, flattened.batch)
+                await writer.append(name, self.signal, flattened.columns, size)
         except IngestError as error:
             log.debug("Request to %s answered with error: %s", request.url.path, error)
             return error_response(error, encoding)

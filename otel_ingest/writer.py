@@ -29,6 +29,7 @@ import deltalake
 import pyarrow as pa
 
 from otel_ingest.errors import ClientError, Unavailable
+from otel_ingest.flatten.common import Columns
 from otel_ingest.schema import Signal
 from otel_ingest.tables import TableName, Warehouse
 
@@ -57,7 +58,8 @@ class CommitPolicy:
 
 @dataclass
 class _Pending:
-    batch: pa.RecordBatch
+    rows: Columns
+    size: int
     queued_at: float = field(default_factory=time.monotonic)
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -79,14 +81,15 @@ class TableWriter:
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"commit {name}")
 
-    async def append(self, batch: pa.RecordBatch) -> int:
-        """Queue rows and wait until they are committed; returns the table version."""
+    async def append(self, rows: Columns, size: int) -> int:
+        """Queue rows (``size``: their OTLP bytes) and wait until they are committed;
+        returns the table version."""
         if self._closing:
             raise Unavailable("The server is shutting down; retry in a moment.")
-        pending = _Pending(batch)
+        pending = _Pending(rows, size)
         self._queue.append(pending)
-        self._queued_rows += batch.num_rows
-        self._queued_bytes += batch.nbytes
+        self._queued_rows += rows.num_rows
+        self._queued_bytes += size
         self._wake.set()
         return await pending.done
 
@@ -124,12 +127,13 @@ class TableWriter:
         taken: list[_Pending] = []
         rows = size = 0
         while self._queue:
-            batch = self._queue[0].batch
-            if taken and (rows + batch.num_rows > self.policy.max_rows or size + batch.nbytes > self.policy.max_bytes):
+            head = self._queue[0]
+            count = head.rows.num_rows
+            if taken and (rows + count > self.policy.max_rows or size + head.size > self.policy.max_bytes):
                 break
             taken.append(self._queue.pop(0))
-            rows += batch.num_rows
-            size += batch.nbytes
+            rows += count
+            size += head.size
         self._queued_rows -= rows
         self._queued_bytes -= size
         return taken
@@ -140,7 +144,7 @@ class TableWriter:
             self._sequence += 1
             self._last_commit = time.monotonic()
             try:
-                version = await asyncio.to_thread(self._commit, [p.batch for p in group], self._sequence)
+                version = await asyncio.to_thread(self._commit, [p.rows for p in group], self._sequence)
             except Unavailable as error:
                 outcome: BaseException | int = error
             except Exception as error:  # never let the commit task die: fail the requests instead
@@ -164,9 +168,9 @@ class TableWriter:
         except Exception:
             return False
 
-    def _commit(self, batches: list[pa.RecordBatch], sequence: int) -> int:
-        """One Delta commit of all ``batches`` (runs in a worker thread)."""
-        data = pa.Table.from_batches(batches)
+    def _commit(self, parts: list[Columns], sequence: int) -> int:
+        """One Delta commit of the rows of all ``parts`` (runs in a worker thread)."""
+        data = pa.Table.from_batches([Columns.finish_all(parts)])
         started = time.perf_counter()
         properties = deltalake.CommitProperties(
             app_transactions=[deltalake.Transaction(app_id=self.app_id, version=sequence)]
@@ -198,7 +202,7 @@ class TableWriter:
         log.info(
             "Committed %s rows from %d requests to %s in %.0f ms (version %d).",
             f"{data.num_rows:,}",
-            len(batches),
+            len(parts),
             self.name,
             (time.perf_counter() - started) * 1000,
             version,
@@ -241,11 +245,11 @@ class Writer:
         """Make sure the table exists and fits ``signal`` (opened once, then cached)."""
         await self._table_writer(name, signal)
 
-    async def append(self, name: TableName, signal: Signal, batch: pa.RecordBatch) -> None:
-        """Commit ``batch`` to ``name`` (checked to fit ``signal``); returns once durable."""
+    async def append(self, name: TableName, signal: Signal, rows: Columns, size: int) -> None:
+        """Commit ``rows`` to ``name`` (checked to fit ``signal``); returns once durable."""
         writer = await self._table_writer(name, signal)
-        if batch.num_rows:
-            await writer.append(batch)
+        if rows.num_rows:
+            await writer.append(rows, size)
 
     async def close(self) -> None:
         """Commit everything accepted so far (graceful shutdown)."""

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -32,16 +33,23 @@ SPAN_ID_BYTES = 8
 
 @dataclass(frozen=True)
 class Flattened:
-    """The rows of one request that passed the mapping rules, and what was rejected."""
+    """The rows of one request that passed the mapping rules, and what was rejected.
 
-    batch: pa.RecordBatch
+    The rows stay Python column lists until ``batch`` is asked for: the writer merges
+    the columns of every request in a commit and converts them to Arrow once.
+    """
+
+    columns: Columns
     rejected: int = 0
     first_error: str | None = None
 
     @property
     def rows(self) -> int:
-        rows: int = self.batch.num_rows
-        return rows
+        return self.columns.num_rows
+
+    @cached_property
+    def batch(self) -> pa.RecordBatch:
+        return self.columns.finish()
 
 
 class Rejections:
@@ -116,7 +124,31 @@ class Columns:
         for name, position in zip(self.shared, self._current, strict=False):
             self.indices[name].append(position)
 
+    @property
+    def num_rows(self) -> int:
+        return len(self.indices["resource"])
+
+    def extend(self, other: Columns) -> None:
+        """Append the rows of ``other`` (same schema) after these."""
+        for name, values in other.values.items():
+            mine = self.values[name]
+            if name in self.indices:
+                offset = len(mine)
+                self.indices[name].extend([index + offset for index in other.indices[name]])
+            mine.extend(values)
+
+    @classmethod
+    def finish_all(cls, parts: list[Columns]) -> pa.RecordBatch:
+        """One record batch holding the rows of all ``parts``, in order."""
+        if len(parts) == 1:
+            return parts[0].finish()
+        merged = cls(parts[0].schema, parts[0].shared[3])
+        for part in parts:
+            merged.extend(part)
+        return merged.finish()
+
     def finish(self) -> pa.RecordBatch:
+        """Convert the lists to Arrow, once."""
         arrays = []
         for field in self.schema:
             array = pa.array(self.values[field.name], type=field.type)

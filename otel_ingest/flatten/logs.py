@@ -70,4 +70,4 @@ def flatten_logs(request: ExportLogsServiceRequest) -> Flattened:
                     rejections.add(index, error)
                     continue
                 columns.append_row(_ROW, row)
-    return Flattened(columns.finish(), rejections.count, rejections.message())
+    return Flattened(columns, rejections.count, rejections.message())

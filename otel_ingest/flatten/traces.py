@@ -65,7 +65,7 @@ def flatten_traces(request: ExportTraceServiceRequest) -> Flattened:
                     rejections.add(index, error)
                     continue
                 columns.append_row(_ROW, row)
-    return Flattened(columns.finish(), rejections.count, rejections.message())
+    return Flattened(columns, rejections.count, rejections.message())
 
 
 def _span_row(span: Span) -> tuple[Any, ...]:
