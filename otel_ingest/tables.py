@@ -32,6 +32,11 @@ log = logging.getLogger("otel_ingest.tables")
 
 _PART = re.compile(r"[a-z0-9_][a-z0-9_-]*")
 MAX_PART_LENGTH = 255
+# Telemetry tables take a commit every few seconds for as long as agents run. delta-rs
+# lists the _delta_log folder on every commit (on local disk the whole folder), so the
+# log is kept for a day, not Delta's default 30: log entries older than that are removed
+# whenever a checkpoint is written (every 100 commits). Measured in bench/versions.py.
+TABLE_DEFAULTS = {"delta.logRetentionDuration": "interval 1 day"}
 OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "az://", "abfs://", "abfss://", "gs://")
 
 
@@ -166,7 +171,7 @@ class Warehouse:
         return table
 
     def create_for_signal(self, name: TableName, signal: Signal) -> deltalake.DeltaTable:
-        table = self.create(name, signal_schema(signal), {SCHEMA_VERSION_PROPERTY: SCHEMA_VERSION})
+        table = self.create(name, signal_schema(signal), {SCHEMA_VERSION_PROPERTY: SCHEMA_VERSION, **TABLE_DEFAULTS})
         self.check(name, signal, table)
         return table
 

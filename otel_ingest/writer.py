@@ -36,6 +36,10 @@ from otel_ingest.tables import TableName, Warehouse
 log = logging.getLogger("otel_ingest.writer")
 
 COMMIT_ATTEMPTS = 4
+# A DeltaTable object that appends commit after commit keeps every new log entry in
+# memory, and each commit gets slower; opening it afresh starts from the newest
+# checkpoint (written every 100 versions). Measured in bench/versions.py.
+REOPEN_EVERY = 100
 RETRY_BASE_SECONDS = 0.1
 
 # Telemetry is repetitive text: zstd (with parquet's default dictionary encoding)
@@ -67,9 +71,18 @@ class _Pending:
 class TableWriter:
     """The commit queue of one Delta table."""
 
-    def __init__(self, name: TableName, table: deltalake.DeltaTable, policy: CommitPolicy) -> None:
+    def __init__(
+        self,
+        name: TableName,
+        table: deltalake.DeltaTable,
+        policy: CommitPolicy,
+        location: str,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.table = table
+        self.location = location
+        self.storage_options = storage_options
         self.policy = policy
         self.app_id = f"otel-ingest-{uuid.uuid4()}"
         self._sequence = 0
@@ -160,6 +173,15 @@ class TableWriter:
                 else:
                     pending.done.set_result(outcome)
 
+    @staticmethod
+    def fresh_table(
+        table: deltalake.DeltaTable, location: str, storage_options: dict[str, str] | None
+    ) -> deltalake.DeltaTable:
+        """``table``, or a newly opened one when it has made REOPEN_EVERY more versions."""
+        if table.version() % REOPEN_EVERY:
+            return table
+        return deltalake.DeltaTable(location, storage_options=storage_options)
+
     def _committed(self, sequence: int) -> bool:
         """Whether commit ``sequence`` of this writer is in the table (after an error)."""
         try:
@@ -186,6 +208,7 @@ class TableWriter:
                     writer_properties=WRITER_PROPERTIES,
                     commit_properties=properties,
                 )
+                self.table = self.fresh_table(self.table, self.location, self.storage_options)
                 break
             except Exception as exc:  # storage errors come in many types; all mean "retry later"
                 if attempt == COMMIT_ATTEMPTS:
@@ -238,7 +261,9 @@ class Writer:
                     raise
                 except Exception as exc:
                     raise Unavailable(f"Could not open table {name} ({exc}); retry later.") from exc
-                writer = self._tables[key] = TableWriter(name, table, self.policy)
+                writer = self._tables[key] = TableWriter(
+                    name, table, self.policy, self.warehouse.location(name), self.warehouse.storage_options
+                )
         return writer
 
     async def check(self, name: TableName, signal: Signal) -> None:

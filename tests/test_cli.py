@@ -46,7 +46,7 @@ def test_tables_create(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for signal, suffix in TABLE_SUFFIXES.items():
         path = table_path(warehouse, f"main.telemetry.team1{suffix}")
-        assert _properties(path) == {"otel.schemaVersion": "v1"}
+        assert _properties(path) == {"otel.schemaVersion": "v1", "delta.logRetentionDuration": "interval 1 day"}
         frame = read_table(warehouse, f"main.telemetry.team1{suffix}")
         assert frame.columns == signal_schema(signal).names
         assert f"main.telemetry.team1{suffix}" in result.stdout
