@@ -3,6 +3,9 @@
 #   docker build -t otel-ingest .
 #   docker run --rm -p 127.0.0.1:4318:4318 -v otel-data:/data otel-ingest
 # Every setting is an OTEL_INGEST_* environment variable (see README.md).
+# The container listens on 0.0.0.0, so it needs a token file (docs/security.md):
+#   docker run ... -v $PWD/tokens.toml:/data/tokens.toml:ro -e OTEL_INGEST_TOKENS=/data/tokens.toml otel-ingest
+# Without one it refuses to start, unless OTEL_INGEST_INSECURE_NO_AUTH=true is set.
 
 # Stage 1: the project and all of its dependencies as wheels.
 FROM python:3.11-slim AS builder
@@ -30,4 +33,5 @@ VOLUME /data
 EXPOSE 4318
 # SIGTERM (docker stop) commits what was accepted before exiting; give it time: docker stop -t 40.
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:4318/healthz', timeout=4)"]
 CMD ["otel-ingest", "serve"]

@@ -1,16 +1,21 @@
 """The ASGI application: routes, lifespan, and the one place errors become HTTP statuses.
 
-A request flows one way: read and decompress the body (wire) → decode the OTLP
-message (wire) → flatten it to an Arrow batch (flatten) → commit it (writer) → answer.
+An export request flows one way: authenticate and authorize (auth) → read and
+decompress the body and decode the OTLP message (wire) → flatten it to columns
+(flatten) → commit them (writer) → answer. ``/healthz``, ``/readyz`` and ``/metrics``
+are for operators.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from google.rpc import code_pb2
 from starlette.applications import Starlette
@@ -20,20 +25,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from otel_ingest import wire
+from otel_ingest.auth import Authenticator
 from otel_ingest.budget import DECODE_OVERHEAD, MemoryBudget
 from otel_ingest.config import Settings
 from otel_ingest.errors import (
     BadTableName,
     DecodeError,
+    Forbidden,
     IngestError,
     PayloadTooLarge,
+    RateLimited,
     SchemaMismatch,
     TableNotFound,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from otel_ingest.flatten import FLATTENERS
 from otel_ingest.maintenance import maintain
+from otel_ingest.monitoring import Monitoring, access_log
 from otel_ingest.schema import SIGNALS, Signal
 from otel_ingest.tables import TableName, Warehouse, table_set
 from otel_ingest.writer import CommitPolicy, Writer
@@ -47,9 +57,12 @@ STATUSES: dict[type[IngestError], tuple[int, int]] = {
     DecodeError: (400, code_pb2.INVALID_ARGUMENT),
     BadTableName: (400, code_pb2.INVALID_ARGUMENT),
     SchemaMismatch: (400, code_pb2.FAILED_PRECONDITION),
+    Unauthorized: (401, code_pb2.UNAUTHENTICATED),
+    Forbidden: (403, code_pb2.PERMISSION_DENIED),
     TableNotFound: (404, code_pb2.NOT_FOUND),
     PayloadTooLarge: (413, code_pb2.RESOURCE_EXHAUSTED),
     UnsupportedMediaType: (415, code_pb2.INVALID_ARGUMENT),
+    RateLimited: (429, code_pb2.RESOURCE_EXHAUSTED),
     Unavailable: (503, code_pb2.UNAVAILABLE),
 }
 
@@ -79,23 +92,35 @@ def _error_encoding(content_type: str | None) -> wire.Encoding:
 
 def error_response(error: IngestError, encoding: wire.Encoding) -> Response:
     status, code = next(v for cls, v in STATUSES.items() if isinstance(error, cls))
-    headers = None
-    if isinstance(error, Unavailable):
-        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    headers = {}
+    if isinstance(error, (Unavailable, RateLimited)):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="otel-ingest"'
     return status_response(status, code, str(error), encoding, headers)
+
+
+@dataclass
+class Services:
+    """What every endpoint shares; the writer exists only while the app runs."""
+
+    settings: Settings
+    warehouse: Warehouse
+    authenticator: Authenticator
+    budget: MemoryBudget
+    monitoring: Monitoring
+    writer: Writer | None = None
 
 
 class Ingest:
     """The export endpoint of one signal."""
 
-    def __init__(self, signal: Signal, settings: Settings, writer: Callable[[], Writer], budget: MemoryBudget) -> None:
+    def __init__(self, signal: Signal, services: Services) -> None:
         self.signal = signal
-        self.settings = settings
-        self.writer = writer
-        self.budget = budget
+        self.services = services
 
     def _table_name(self, request: Request) -> TableName:
-        raw = request.headers.get(TABLE_HEADER) or self.settings.default_table(self.signal)
+        raw = request.headers.get(TABLE_HEADER) or self.services.settings.default_table(self.signal)
         if not raw:
             raise BadTableName(
                 f"The {TABLE_HEADER} header is missing; set it to catalog.schema.table "
@@ -104,16 +129,26 @@ class Ingest:
         return TableName.parse(raw)
 
     async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        services = self.services
         content_type = request.headers.get("content-type")
         encoding = _error_encoding(content_type)
+        principal_name, table, rows, rejected = "-", "-", 0, 0
         try:
-            with self.budget.reservation() as held:
+            with services.budget.reservation() as held:
+                principal = services.authenticator.authenticate(request.headers.get("authorization"))
+                principal_name = principal.name
                 encoding = wire.media_type(content_type)
                 name = self._table_name(request)
-                writer = self.writer()
+                table = str(name)
+                services.authenticator.authorize(principal, name)
+                services.authenticator.admit(principal)
+                writer = services.writer
+                assert writer is not None, "the lifespan starts the writer before requests arrive"
                 await writer.check(name, self.signal)  # 404/400 before the body is read
-                limit = self.settings.max_body_bytes
+                limit = services.settings.max_body_bytes
                 raw = await wire.read_body(request.stream(), request.headers.get("content-length"), limit, held.resize)
+                services.authenticator.admit(principal, len(raw))
                 body = wire.decompress(raw, request.headers.get("content-encoding"), limit)
                 # Held until answered: the decoded message, then its rows waiting for the commit.
                 held.resize(len(raw) + len(body) * DECODE_OVERHEAD)
@@ -126,13 +161,39 @@ class Ingest:
                 else:
                     flattened = flatten(message)
                 del message
+                rows, rejected = flattened.rows, flattened.rejected
                 await writer.append(name, self.signal, flattened.columns, size)
+            response = Response(
+                wire.encode_response(self.signal, flattened.rejected, flattened.first_error, encoding),
+                media_type=wire.CONTENT_TYPES[encoding],
+            )
         except IngestError as error:
-            log.debug("Request to %s answered with error: %s", request.url.path, error)
-            return error_response(error, encoding)
-        return Response(
-            wire.encode_response(self.signal, flattened.rejected, flattened.first_error, encoding),
-            media_type=wire.CONTENT_TYPES[encoding],
+            response = error_response(error, encoding)
+            rows = 0
+        self._record(request, response.status_code, principal_name, table, rows, rejected, started)
+        return response
+
+    def _record(
+        self, request: Request, status: int, principal: str, table: str, rows: int, rejected: int, started: float
+    ) -> None:
+        """Metrics and the access log line (which never holds the token)."""
+        seconds = time.perf_counter() - started
+        monitoring = self.services.monitoring
+        monitoring.requests.labels(self.signal, request.url.path, str(status)).inc()
+        monitoring.request_seconds.labels(self.signal).observe(seconds)
+        if rejected and status == 200:
+            monitoring.rows_rejected.labels(table).inc(rejected)
+        client = request.client.host if request.client else "-"
+        access_log.info(
+            "%s %s principal=%s table=%s status=%d rows=%d rejected=%d ms=%.1f",
+            client,
+            request.url.path,
+            principal,
+            table,
+            status,
+            rows,
+            rejected,
+            seconds * 1000,
         )
 
 
@@ -160,6 +221,29 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _json(document: dict[str, object], status: int = 200) -> Response:
+    return Response(json.dumps(document), status_code=status, media_type="application/json")
+
+
+def _operator_routes(services: Services) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if services.writer is None:
+            return _json({"status": "starting"}, 503)
+        try:
+            await asyncio.to_thread(services.warehouse.probe)
+        except Exception as exc:
+            return _json({"status": "unavailable", "reason": f"warehouse not writable: {exc}"}, 503)
+        return _json({"status": "ready", "warehouse": services.warehouse.root})
+
+    async def metrics(request: Request) -> Response:
+        return Response(services.monitoring.exposition(), media_type="text/plain; version=0.0.4")
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+
+
 async def _maintain_forever(writer: Writer, interval: float) -> None:
     """Background maintenance of every table this process writes; failures are only logged."""
     while True:
@@ -173,37 +257,45 @@ async def _maintain_forever(writer: Writer, interval: float) -> None:
 
 def create_app(settings: Settings) -> Starlette:
     """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up."""
-    warehouse = Warehouse(settings.warehouse, dict(settings.storage_options))
-    budget = MemoryBudget(settings.max_buffer_bytes)
-    state: dict[str, Writer] = {}
-
-    def writer() -> Writer:
-        return state["writer"]
+    services = Services(
+        settings=settings,
+        warehouse=Warehouse(settings.warehouse, dict(settings.storage_options)),
+        authenticator=Authenticator(settings.tokens),
+        budget=MemoryBudget(settings.max_buffer_bytes),
+        monitoring=Monitoring(),
+    )
+    services.monitoring.buffered_bytes.set_function(lambda: services.budget.used)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for prefix in settings.create_tables:
             for signal, name in table_set(prefix).items():
-                await asyncio.to_thread(warehouse.create_for_signal, name, signal)
+                await asyncio.to_thread(services.warehouse.create_for_signal, name, signal)
         policy = CommitPolicy(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_delay)
-        state["writer"] = Writer(warehouse, settings.auto_create, policy)
-        log.info("Writing to warehouse %s.", warehouse.root)
+        services.writer = Writer(services.warehouse, settings.auto_create, policy, services.monitoring)
+        if not services.authenticator.enabled:
+            log.warning(
+                "No token file: accepting unauthenticated writes on %s%s.",
+                settings.host,
+                " (--insecure-no-auth)" if settings.insecure_no_auth else ", a loopback address",
+            )
+        log.info("Writing to warehouse %s.", services.warehouse.root)
         maintenance = None
         if settings.maintenance_interval > 0:
-            maintenance = asyncio.create_task(_maintain_forever(state["writer"], settings.maintenance_interval))
+            maintenance = asyncio.create_task(_maintain_forever(services.writer, settings.maintenance_interval))
         try:
             yield
         finally:
             if maintenance is not None:
                 maintenance.cancel()
             log.info("Shutting down: committing buffered rows.")
-            await state["writer"].close()
+            await services.writer.close()
             log.info("All accepted rows are committed.")
 
-    routes = []
+    routes = _operator_routes(services)
     for signal in SIGNALS:
         # A bound method, so Starlette wraps it as a request → response endpoint.
-        endpoint: Callable[[Request], Awaitable[Response]] = Ingest(signal, settings, writer, budget).__call__
+        endpoint: Callable[[Request], Awaitable[Response]] = Ingest(signal, services).__call__
         for path in (f"/api/2.0/otel/v1/{signal}", f"/v1/{signal}"):
             routes.append(Route(path, endpoint, methods=["POST"], name=f"{signal}:{path}"))
     return Starlette(

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from otel_ingest import __version__
+from otel_ingest.app import configure_logging
+from otel_ingest.auth import TokenFileError, load_token_file
 from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
 from otel_ingest.errors import IngestError, TableNotFound
 from otel_ingest.maintenance import DEFAULT_RETENTION_HOURS, maintain
@@ -32,7 +34,7 @@ def _add_option(parser: argparse.ArgumentParser, name: str) -> None:
     default = option.default
     shown = ", ".join(default) if isinstance(default, tuple) else default
     help_text = f"{option.help} [env {option.env}; default {shown!r}]"
-    if option.parse is bool or name == "auto_create":
+    if option.parse is bool or name in ("auto_create", "insecure_no_auth"):
         parser.add_argument(option.flag, dest=name, action="store_const", const=True, default=None, help=help_text)
         return
 
@@ -101,7 +103,11 @@ def _serve(settings: Settings) -> int:
         "log_level": settings.log_level,
         # On SIGTERM, requests already received are committed and answered before exit.
         "timeout_graceful_shutdown": SHUTDOWN_SECONDS,
+        # otel_ingest.access logs every request with its principal and table instead.
+        "access_log": False,
     }
+    if settings.tokens is not None:
+        load_token_file(settings.tokens)  # fail fast, before any worker starts
     if settings.workers > 1:
         # Worker processes import the app by name and rebuild the settings from this variable.
         os.environ.update(settings.to_environment())
@@ -148,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_sources(vars(args))
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.log_level)
         if args.command == "serve":
             return _serve(settings)
         if args.command == "tables":
@@ -156,6 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "maintain":
             return _maintain(settings, args.target, args.retention_hours)
         return _sql(settings, args.file)
-    except (ConfigError, DDLError, IngestError, OSError) as error:
+    except (ConfigError, DDLError, IngestError, OSError, TokenFileError) as error:
         print(f"otel-ingest: {error}", file=sys.stderr)
         return 2

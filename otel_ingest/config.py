@@ -8,6 +8,7 @@ environment lookup into variable names, so the two can never drift apart.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -59,6 +60,16 @@ def _pairs(raw: str) -> dict[str, str]:
 
 def _words(raw: str) -> tuple[str, ...]:
     return tuple(filter(None, (part.strip() for part in raw.replace(",", " ").split())))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,13 @@ OPTIONS: tuple[Option, ...] = (
         "seconds between background compaction/vacuum of the tables this server writes (0 = off)",
         "SECONDS",
     ),
+    Option("tokens", str, None, "token file (TOML) of principals, their tables and rate limits", "FILE"),
+    Option(
+        "insecure_no_auth",
+        _boolean,
+        False,
+        "accept unauthenticated writes on a non-loopback address (without --tokens)",
+    ),
     Option("log_level", str, "info", "debug, info, warning or error"),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -160,6 +178,8 @@ class Settings:
     max_buffer_bytes: int = 1 << 30
     workers: int = 1
     maintenance_interval: float = 0.0
+    tokens: str | None = None
+    insecure_no_auth: bool = False
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -175,6 +195,11 @@ class Settings:
                 raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level {self.log_level!r} must be debug, info, warning or error.")
+        if self.tokens is None and not self.insecure_no_auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"Refusing to listen on {self.host} without a token file: anyone who can reach it could "
+                "write your tables. Pass --tokens FILE, listen on 127.0.0.1, or pass --insecure-no-auth."
+            )
         names = [*self.create_tables, *filter(None, map(self.default_table, SIGNALS))]
         for name in names:
             try:

@@ -2,6 +2,9 @@
 
     IngestError
     ├── ClientError                  the request is wrong; retrying it unchanged won't help
+    │   ├── Unauthorized             missing or unknown bearer token                  (401)
+    │   ├── Forbidden                the token may not write that table               (403)
+    │   ├── RateLimited              the principal's request or byte rate is used up  (429)
     │   ├── DecodeError              body is not valid OTLP in the declared encoding   (400)
     │   ├── BadTableName             header missing or not catalog.schema.table       (400)
     │   ├── SchemaMismatch           table columns do not match the signal's schema    (400)
@@ -25,6 +28,22 @@ class IngestError(Exception):
 
 class ClientError(IngestError):
     """The request itself is wrong."""
+
+
+class Unauthorized(ClientError):
+    """No bearer token, or one the token file does not know."""
+
+
+class Forbidden(ClientError):
+    """The principal is not granted the target table."""
+
+
+class RateLimited(ClientError):
+    """The principal's rate limit is used up for now."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DecodeError(ClientError):

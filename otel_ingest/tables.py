@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,23 @@ class Warehouse:
         if self.is_local:
             return os.path.join(self.root, name.catalog, name.schema, name.table)
         return f"{self.root}/{name.catalog}/{name.schema}/{name.table}"
+
+    def probe(self) -> None:
+        """Write and delete a small object at the warehouse root; raises if it cannot."""
+        marker = f".otel-ingest-ready-{uuid.uuid4().hex}"
+        if self.is_local:
+            os.makedirs(self.root, exist_ok=True)
+            path = os.path.join(self.root, marker)
+            with open(path, "wb") as file:
+                file.write(b"ready")
+            os.unlink(path)
+            return
+        import pyarrow.fs
+
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(self.root)
+        with filesystem.open_output_stream(f"{root}/{marker}") as stream:
+            stream.write(b"ready")
+        filesystem.delete_file(f"{root}/{marker}")
 
     def exists(self, name: TableName) -> bool:
         return bool(deltalake.DeltaTable.is_deltatable(self.location(name), self.storage_options))

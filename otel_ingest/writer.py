@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from otel_ingest.errors import ClientError, Unavailable
 from otel_ingest.flatten.common import Columns
+from otel_ingest.monitoring import Monitoring
 from otel_ingest.schema import Signal
 from otel_ingest.tables import TableName, Warehouse
 
@@ -78,8 +79,10 @@ class TableWriter:
         policy: CommitPolicy,
         location: str,
         storage_options: dict[str, str] | None = None,
+        monitoring: Monitoring | None = None,
     ) -> None:
         self.name = name
+        self.monitoring = monitoring or Monitoring()
         self.table = table
         self.location = location
         self.storage_options = storage_options
@@ -214,20 +217,27 @@ class TableWriter:
                 if attempt == COMMIT_ATTEMPTS:
                     if self._committed(sequence):  # the error came after the commit landed
                         break
+                    self.monitoring.commit_failures.labels(str(self.name)).inc()
                     log.error("Commit of %d rows to %s failed %d times: %s", data.num_rows, self.name, attempt, exc)
                     raise Unavailable(
                         f"Could not commit to table {self.name} ({exc}); the rows were not stored, retry later."
                     ) from exc
+                self.monitoring.commit_retries.labels(str(self.name)).inc()
                 delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())
                 log.warning("Commit to %s failed (%s); retry %d in %.2f s.", self.name, exc, attempt, delay)
                 time.sleep(delay)
         version: int = self.table.version()
+        seconds = time.perf_counter() - started
+        table = str(self.name)
+        self.monitoring.commits.labels(table).inc()
+        self.monitoring.commit_seconds.labels(table).observe(seconds)
+        self.monitoring.rows_written.labels(table).inc(data.num_rows)
         log.info(
             "Committed %s rows from %d requests to %s in %.0f ms (version %d).",
             f"{data.num_rows:,}",
             len(parts),
             self.name,
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
             version,
         )
         return version
@@ -236,8 +246,11 @@ class TableWriter:
 class Writer:
     """Routes batches to per-table writers, opening (and checking) each table once."""
 
-    def __init__(self, warehouse: Warehouse, auto_create: bool, policy: CommitPolicy) -> None:
+    def __init__(
+        self, warehouse: Warehouse, auto_create: bool, policy: CommitPolicy, monitoring: Monitoring | None = None
+    ) -> None:
         self.warehouse = warehouse
+        self.monitoring = monitoring or Monitoring()
         self.auto_create = auto_create
         self.policy = policy
         self._tables: dict[tuple[TableName, Signal], TableWriter] = {}
@@ -262,7 +275,12 @@ class Writer:
                 except Exception as exc:
                     raise Unavailable(f"Could not open table {name} ({exc}); retry later.") from exc
                 writer = self._tables[key] = TableWriter(
-                    name, table, self.policy, self.warehouse.location(name), self.warehouse.storage_options
+                    name,
+                    table,
+                    self.policy,
+                    self.warehouse.location(name),
+                    self.warehouse.storage_options,
+                    self.monitoring,
                 )
         return writer
 
