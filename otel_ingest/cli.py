@@ -1,4 +1,5 @@
-"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``sql`` and ``maintain``.
+"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``sql``, ``maintain`` and
+``tokens new``.
 
 Every ``serve`` flag can also be given as an ``OTEL_INGEST_<FLAG>`` environment
 variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
@@ -7,8 +8,11 @@ variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _STORAGE_OPTIONS:
         _add_option(maintain, name)
 
+    tokens = commands.add_parser("tokens", help="make token file entries")
+    token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    new = token_commands.add_parser("new", help="print a new random token and its [[principals]] entry")
+    new.add_argument("name", help="the principal's name, shown in logs and metrics")
+    new.add_argument("tables", nargs="+", metavar="TABLE_PATTERN", help="e.g. 'main.telemetry.claude_*'")
+
     sql = commands.add_parser("sql", help="run the CREATE TABLE statements of a SQL file (Databricks DDL)")
     sql.add_argument("file", type=Path, metavar="FILE")
     for name in _STORAGE_OPTIONS:
@@ -139,6 +149,18 @@ def _sql(settings: Settings, file: Path) -> int:
     return 0
 
 
+def _tokens_new(name: str, tables: list[str]) -> int:
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    patterns = ", ".join(json.dumps(t.lower()) for t in tables)
+    print(f"# Give this token to the client (it is not stored anywhere): {token}")
+    print("[[principals]]")
+    print(f"name = {json.dumps(name)}")
+    print(f'token_sha256 = "{digest}"')
+    print(f"tables = [{patterns}]")
+    return 0
+
+
 def _maintain(settings: Settings, target: str, retention_hours: int) -> int:
     warehouse = _warehouse(settings)
     name = TableName.parse(target)
@@ -152,6 +174,8 @@ def _maintain(settings: Settings, target: str, retention_hours: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "tokens":
+        return _tokens_new(args.name, args.tables)
     try:
         settings = Settings.from_sources(vars(args))
         configure_logging(settings.log_level)

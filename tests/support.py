@@ -121,7 +121,10 @@ class Server:
         env: dict[str, str] | None = None,
         settings_from_env: bool = False,
         command_prefix: list[str] | None = None,
+        warehouse_uri: str | None = None,
     ) -> None:
+        """``warehouse`` is a local folder (its parent holds the server log); ``warehouse_uri``,
+        if given, is where the server writes instead (an object-store URI)."""
         self.warehouse = warehouse
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -129,9 +132,9 @@ class Server:
         command = [*(command_prefix or []), sys.executable, "-m", "otel_ingest", "serve", *args]
         env = dict(env or {})
         if settings_from_env:
-            env.update(OTEL_INGEST_PORT=str(self.port), OTEL_INGEST_WAREHOUSE=str(warehouse))
+            env.update(OTEL_INGEST_PORT=str(self.port), OTEL_INGEST_WAREHOUSE=warehouse_uri or str(warehouse))
         else:
-            command += ["--port", str(self.port), "--warehouse", str(warehouse)]
+            command += ["--port", str(self.port), "--warehouse", warehouse_uri or str(warehouse)]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **env})
         self.client = httpx.Client(base_url=self.url, timeout=60)
