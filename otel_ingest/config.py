@@ -122,7 +122,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("storage_options", _pairs, {}, "object-store options as key=value,key=value", "KEY=VALUE,..."),
     Option("commit_max_rows", int, 200_000, "most rows in one commit; a fuller queue commits at once", "ROWS"),
     Option(
-        "commit_max_bytes", _size, 64 << 20, "most Arrow bytes in one commit; a fuller queue commits at once", "BYTES"
+        "commit_max_bytes",
+        _size,
+        64 << 20,
+        "most OTLP payload bytes in one commit; a fuller queue commits now",
+        "BYTES",
     ),
     Option(
         "commit_max_delay",
