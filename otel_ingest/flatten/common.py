@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -156,6 +156,36 @@ class Columns:
                 array = array.take(pa.array(self.indices[field.name], type=pa.int32()))
             arrays.append(array)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def scoped(columns: Columns, resources: Iterable[Any], scopes: str, items: str) -> Iterator[Any]:
+    """Every item under every scope of every resource, in request order; the columns'
+    current resource and scope follow along for the rows appended meanwhile."""
+    for resource in resources:
+        columns.enter_resource(resource.resource, resource.schema_url)
+        for scope in getattr(resource, scopes):
+            columns.enter_scope(scope.scope, scope.schema_url)
+            yield from getattr(scope, items)
+
+
+def flatten_records(
+    columns: Columns,
+    rejections: Rejections,
+    records: Iterable[Any],
+    names: tuple[str, ...],
+    to_row: Callable[[Any], tuple[Any, ...]],
+) -> Flattened:
+    """One row per record via ``to_row``; a record that breaks a rule is counted and skipped."""
+    for index, record in enumerate(records, 1):
+        try:
+            if columns.context_error is not None:
+                raise columns.context_error
+            row = to_row(record)
+        except RecordRejected as error:
+            rejections.add(index, error)
+            continue
+        columns.append_row(names, row)
+    return Flattened(columns, rejections.count, rejections.message())
 
 
 def enum_names(descriptor: EnumDescriptor) -> dict[int, str]:

@@ -35,6 +35,7 @@ from otel_ingest.flatten.common import (
     int32_bits,
     long,
     longs,
+    scoped,
     text,
 )
 from otel_ingest.schema import signal_schema
@@ -167,30 +168,26 @@ def flatten_metrics(request: ExportMetricsServiceRequest) -> Flattened:
     columns = Columns(signal_schema("metrics"), scope_url_column="metric_schema_url")
     rejections = Rejections("data point")
     index = 0
-    for resource_metrics in request.resource_metrics:
-        columns.enter_resource(resource_metrics.resource, resource_metrics.schema_url)
-        for scope_metrics in resource_metrics.scope_metrics:
-            columns.enter_scope(scope_metrics.scope, scope_metrics.schema_url)
-            for metric in scope_metrics.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is None:
-                    continue
-                data = getattr(metric, kind)
-                to_struct = _POINT_STRUCTS[kind]
-                position = METRIC_TYPES.index(kind)
-                name, description, unit = text(metric.name), text(metric.description), text(metric.unit)
-                metadata = None
-                for point in data.data_points:
-                    index += 1
-                    try:
-                        if columns.context_error is not None:
-                            raise columns.context_error
-                        if metadata is None:
-                            metadata = attributes(metric.metadata)
-                        structs: list[Any] = [None] * len(METRIC_TYPES)
-                        structs[position] = to_struct(point, data)
-                    except RecordRejected as error:
-                        rejections.add(index, error)
-                        continue
-                    columns.append_row(_ROW, (name, description, unit, kind, *structs, metadata))
+    for metric in scoped(columns, request.resource_metrics, "scope_metrics", "metrics"):
+        kind = metric.WhichOneof("data")
+        if kind is None:
+            continue
+        data = getattr(metric, kind)
+        to_struct = _POINT_STRUCTS[kind]
+        position = METRIC_TYPES.index(kind)
+        name, description, unit = text(metric.name), text(metric.description), text(metric.unit)
+        metadata = None
+        for point in data.data_points:
+            index += 1
+            try:
+                if columns.context_error is not None:
+                    raise columns.context_error
+                if metadata is None:
+                    metadata = attributes(metric.metadata)
+                structs: list[Any] = [None] * len(METRIC_TYPES)
+                structs[position] = to_struct(point, data)
+            except RecordRejected as error:
+                rejections.add(index, error)
+                continue
+            columns.append_row(_ROW, (name, description, unit, kind, *structs, metadata))
     return Flattened(columns, rejections.count, rejections.message())

@@ -7,7 +7,6 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from otel_ingest.errors import RecordRejected
 from otel_ingest.flatten.common import (
     SPAN_ID_BYTES,
     TRACE_ID_BYTES,
@@ -17,9 +16,11 @@ from otel_ingest.flatten.common import (
     attributes,
     enum_name,
     enum_names,
+    flatten_records,
     hex_id,
     int32_bits,
     long,
+    scoped,
     text,
 )
 from otel_ingest.schema import signal_schema
@@ -49,23 +50,8 @@ _ROW = (
 def flatten_traces(request: ExportTraceServiceRequest) -> Flattened:
     """One row per span, in request order."""
     columns = Columns(signal_schema("traces"), scope_url_column="span_schema_url")
-    rejections = Rejections("span")
-    index = 0
-    for resource_spans in request.resource_spans:
-        columns.enter_resource(resource_spans.resource, resource_spans.schema_url)
-        for scope_spans in resource_spans.scope_spans:
-            columns.enter_scope(scope_spans.scope, scope_spans.schema_url)
-            for span in scope_spans.spans:
-                index += 1
-                try:
-                    if columns.context_error is not None:
-                        raise columns.context_error
-                    row = _span_row(span)
-                except RecordRejected as error:
-                    rejections.add(index, error)
-                    continue
-                columns.append_row(_ROW, row)
-    return Flattened(columns, rejections.count, rejections.message())
+    spans = scoped(columns, request.resource_spans, "scope_spans", "spans")
+    return flatten_records(columns, Rejections("span"), spans, _ROW, _span_row)
 
 
 def _span_row(span: Span) -> tuple[Any, ...]:
