@@ -46,7 +46,8 @@ _PRIMITIVES: dict[str, pa.DataType] = {
     "BOOLEAN": pa.bool_(),
 }
 
-_TOKEN = re.compile(r"\s*('(?:[^']|'')*'|`[^`]+`|[A-Za-z_][\w.]*|[(),:<>=;])")
+_TOKEN = re.compile(r"\s*('(?:[^']|'')*'|`[^`]+`|[A-Za-z_][\w.]*|-?\d+(?:\.\d+)?|[(),:<>=;])")
+_QUOTED = re.compile(r"'(?:[^']|'')*'|`[^`]*`")
 # The table name may hold the guide's placeholders (``<catalog>.<schema>.<table_prefix>_x``),
 # so it is cut out by this pattern before the rest is tokenized.
 _HEADER = re.compile(r"\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[^\s(]+)\s*(?=\()", re.IGNORECASE)
@@ -116,6 +117,7 @@ def _parse_type(tokens: _Tokens) -> pa.DataType:
             tokens.take(":")
             fields.append(pa.field(name, _parse_type(tokens)))
             if tokens.take() == ">":
+                _check_unique([f.name for f in fields], "a STRUCT")
                 return pa.struct(fields)
     raise DDLError(f"Unsupported SQL type {word!r}; use STRING, LONG, INT, DOUBLE, BOOLEAN, ARRAY, MAP or STRUCT.")
 
@@ -128,6 +130,7 @@ def _parse_statement(name: str, tokens: _Tokens) -> TableDefinition:
         columns.append(pa.field(column, _parse_type(tokens)))
         if tokens.take() == ")":
             break
+    _check_unique([c.name for c in columns], f"CREATE TABLE {name}")
     properties: dict[str, str] = {}
     while (word := (tokens.peek() or "").upper()) and word != ";":
         tokens.take()
@@ -154,10 +157,32 @@ def _unquote(token: str) -> str:
     return token
 
 
+def _mask_quoted(sql: str) -> str:
+    """``sql`` with the inside of every quoted string and backticked name blanked out, so
+    that comments and statement starts are looked for only in the SQL itself."""
+    return _QUOTED.sub(lambda m: m.group()[0] + "_" * (len(m.group()) - 2) + m.group()[-1], sql)
+
+
+def _strip_comments(sql: str) -> str:
+    masked = _mask_quoted(sql)
+    for match in reversed(list(re.finditer(r"--[^\n]*", masked))):
+        sql = sql[: match.start()] + " " * (match.end() - match.start()) + sql[match.end() :]
+    return sql
+
+
+def _check_unique(names: list[str], where: str) -> None:
+    """Spark and Delta compare column names case-insensitively and refuse duplicates."""
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            raise DDLError(f"Column {name!r} appears twice in {where}; column names must be unique.")
+        seen.add(name.lower())
+
+
 def parse_ddl(sql: str) -> list[TableDefinition]:
     """Parse every CREATE TABLE statement in ``sql``."""
-    sql = re.sub(r"--[^\n]*", " ", sql)
-    starts = [m.start() for m in re.finditer(r"CREATE\s+TABLE", sql, re.IGNORECASE)]
+    sql = _strip_comments(sql)
+    starts = [m.start() for m in re.finditer(r"CREATE\s+TABLE", _mask_quoted(sql), re.IGNORECASE)]
     if sql[: starts[0] if starts else len(sql)].strip(" \t\r\n;"):
         raise DDLError("Only CREATE TABLE statements are supported; found other text before the first one.")
     definitions = []
