@@ -225,9 +225,7 @@ def exponential_points(draw: st.DrawFn) -> ExponentialHistogramDataPoint:
 
 @st.composite
 def summary_points(draw: st.DrawFn) -> SummaryDataPoint:
-    quantiles = st.builds(
-        lambda q, v: SummaryDataPoint.ValueAtQuantile(quantile=q, value=v), DOUBLES, DOUBLES
-    )
+    quantiles = st.builds(lambda q, v: SummaryDataPoint.ValueAtQuantile(quantile=q, value=v), DOUBLES, DOUBLES)
     return SummaryDataPoint(
         **_point_common(draw),
         count=draw(U64),
@@ -789,8 +787,8 @@ def test_one_row_per_record_in_request_order_with_the_spec_values(signal: Signal
     assert result.rejected == 0
     actual = [normalised(maps_as_dicts(row)) for row in result.batch.to_pylist()]
     expected = [normalised(expected_row(signal, record)) for record in records]
-    assert [list(row) for row in actual] == [list(row) for row in expected] == [signal_schema(signal).names] * len(
-        records
+    assert (
+        [list(row) for row in actual] == [list(row) for row in expected] == [signal_schema(signal).names] * len(records)
     )
     for position, (got, want) in enumerate(zip(actual, expected, strict=True)):
         assert got == want, f"row {position}"
@@ -1015,8 +1013,12 @@ def test_duplicate_attribute_keys_last_wins() -> None:
 
 def test_flags_and_dropped_counts_above_int32_keep_their_bit_pattern() -> None:
     request = ExportTraceServiceRequest()
-    span = request.resource_spans.add().scope_spans.add().spans.add(
-        flags=MAX_U32, dropped_attributes_count=2**31, dropped_events_count=2**31 - 1, dropped_links_count=2**31 + 5
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(
+            flags=MAX_U32, dropped_attributes_count=2**31, dropped_events_count=2**31 - 1, dropped_links_count=2**31 + 5
+        )
     )
     span.links.add(flags=0x80000101)
     (row,) = FLATTENERS["traces"](request).batch.to_pylist()
