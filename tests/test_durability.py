@@ -4,6 +4,7 @@ read back with polars. No timing thresholds: only what was acknowledged vs. stor
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -167,3 +168,23 @@ def test_sigterm_answers_requests_in_flight(start_server: Callable[..., Server])
     assert "All accepted rows are committed." in server.log()
     frame = pl.read_delta(str(table_path(server.warehouse, TABLE)))
     assert frame.height == 90
+
+
+def test_background_maintenance_never_fails_an_append(start_server: Callable[..., Server]) -> None:
+    """Compaction every 0.3 s while 4 clients append: every request is answered 200, every
+    record is stored once, and the table really was compacted meanwhile."""
+    server = start_server(*FAST_COMMITS, "--maintenance-interval", "0.3")
+    load = Load([server.url], clients=4, records=10, max_requests=60).start()
+    result = load.join()
+    assert result.statuses == Counter({200: 240})
+    counts = assert_exactly_once(server.warehouse, result.acked)
+    assert len(counts) == 2400
+    log_dir = table_path(server.warehouse, TABLE) / "_delta_log"
+    operations = [
+        json.loads(line)["commitInfo"]["operation"]
+        for path in sorted(log_dir.glob("*.json"))
+        for line in path.read_text().splitlines()
+        if "commitInfo" in line
+    ]
+    assert "OPTIMIZE" in operations
+    assert operations.count("WRITE") >= 2
