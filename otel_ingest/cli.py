@@ -144,8 +144,9 @@ def _sql(settings: Settings, file: Path) -> int:
                 f"Table name {definition.name!r} still holds a placeholder; replace <catalog>, "
                 "<schema> and <table_prefix> with real names."
             )
-        table = warehouse.create_definition(definition)
-        print(f"{definition.name.lower()}: ready at {table.table_uri}")
+        warehouse.create_definition(definition)
+        name = TableName.parse(definition.name)
+        print(f"{name}: ready at {warehouse.location(name)}")
     return 0
 
 

@@ -105,8 +105,12 @@ def _first_difference(expected: Any, actual: Any, path: str) -> str | None:
                 return f"column {name} is not in the v1 schema"
         return None
     if expected["type"] == "array":
+        if expected.get("containsNull", True) and not actual.get("containsNull", True):
+            return f"column {path} holds no NULL elements, but the v1 schema allows them"
         return _first_difference(expected["elementType"], actual["elementType"], path + "[]")
     if expected["type"] == "map":
+        if expected.get("valueContainsNull", True) and not actual.get("valueContainsNull", True):
+            return f"column {path} holds no NULL values, but the v1 schema allows them"
         return _first_difference(expected["keyType"], actual["keyType"], path + ".key") or _first_difference(
             expected["valueType"], actual["valueType"], path + ".value"
         )

@@ -10,7 +10,9 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import deltalake
 import httpx
+import pyarrow as pa
 import pytest
 import zstandard
 from google.protobuf import json_format
@@ -22,6 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from otel_ingest import otlp_json
+from otel_ingest.schema import signal_schema
 from support import Server, load_captures, row_count, table_path
 
 LOGS = "main.telemetry.claude_otel_logs"
@@ -317,3 +320,35 @@ def test_auto_create(start_server: Callable[..., Server], tmp_path: Path) -> Non
     assert table_path(server.warehouse, name.lower()).is_dir()
     assert row_count(server.warehouse, name.lower()) == _records(message)
     shutil.rmtree(tmp_path / "warehouse")
+
+
+@pytest.mark.parametrize(
+    "column, make_strict, fragment",
+    [
+        ("body", lambda t: pa.field("body", t, nullable=False), "column body is NOT NULL"),
+        (
+            "attributes",
+            lambda t: pa.field("attributes", pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False))),
+            "column attributes holds no NULL values",
+        ),
+    ],
+)
+def test_400_hand_made_table_with_stricter_columns(
+    start_server: Callable[..., Server],
+    tmp_path: Path,
+    column: str,
+    make_strict: Callable[[pa.DataType], pa.Field],
+    fragment: str,
+) -> None:
+    """A table made by another tool that forbids NULLs the v1 schema allows is refused."""
+    schema = signal_schema("logs")
+    index = schema.get_field_index(column)
+    strict = schema.set(index, make_strict(schema.field(index).type))
+    location = tmp_path / "warehouse" / "main" / "hand" / "made_otel_logs"
+    location.mkdir(parents=True)
+    deltalake.DeltaTable.create(str(location), strict)
+    server = start_server()
+    headers = {"content-type": PROTOBUF, "x-databricks-uc-table-name": "main.hand.made_otel_logs"}
+    response = server.post(LOGS_PATH, _capture_logs().SerializeToString(), headers)
+    _assert_error(response, 400, PROTOBUF, "main.hand.made_otel_logs", fragment)
+    assert row_count(server.warehouse, "main.hand.made_otel_logs") == 0
