@@ -54,7 +54,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from otel_ingest import otlp_json, wire
 from otel_ingest.flatten import FLATTENERS
-from otel_ingest.flatten.common import Flattened, any_value_text, attributes
+from otel_ingest.flatten.common import MAX_ANY_VALUE_DEPTH, Flattened, any_value_text, attributes
 from otel_ingest.schema import SIGNALS, Signal, signal_schema
 
 MAX_LONG = 2**63 - 1
@@ -333,33 +333,44 @@ def _requests(
     request: type[Message],
     resource_type: type[Message],
     scope_type: type[Message],
-    field: str,
+    names: tuple[str, str, str],
     records: st.SearchStrategy[Message],
 ) -> st.SearchStrategy[Message]:
-    """request(resource_x=[ResourceX(resource, schema_url, scope_x=[ScopeX(scope, schema_url, records)])])."""
-    resource_field, scope_field = request.DESCRIPTOR.fields[0].name, resource_type.DESCRIPTOR.fields_by_name
-    scope_field_name = next(f for f in scope_field if f.startswith("scope_"))
+    """request(resource_x=[ResourceX(resource, schema_url, scope_x=[ScopeX(scope, schema_url, records=[...])])]).
+
+    ``names`` are the repeated fields at each level, e.g. resource_logs, scope_logs, log_records.
+    A missing resource or scope (None) is left unset.
+    """
+    resources_field, scopes_field, records_field = names
     scopes = st.builds(
-        lambda scope, url, items: scope_type(**{"scope": scope, "schema_url": url, field: items}),
+        lambda scope, url, items: scope_type(scope=scope, schema_url=url, **{records_field: items}),
         st.one_of(st.none(), SCOPES),
         SCHEMA_URLS,
         _small_lists(records),
     )
     resources = st.builds(
-        lambda resource, url, items: resource_type(
-            **{"resource": resource, "schema_url": url, scope_field_name: items}
-        ),
+        lambda resource, url, items: resource_type(resource=resource, schema_url=url, **{scopes_field: items}),
         st.one_of(st.none(), RESOURCES),
         SCHEMA_URLS,
         _small_lists(scopes, 2),
     )
-    return st.lists(resources, min_size=1, max_size=2).map(lambda items: request(**{resource_field: items}))
+    return st.lists(resources, min_size=1, max_size=2).map(lambda items: request(**{resources_field: items}))
 
 
 REQUESTS: dict[Signal, st.SearchStrategy[Message]] = {
-    "metrics": _requests(ExportMetricsServiceRequest, ResourceMetrics, ScopeMetrics, "metrics", metrics()),
-    "logs": _requests(ExportLogsServiceRequest, ResourceLogs, ScopeLogs, "log_records", log_records()),
-    "traces": _requests(ExportTraceServiceRequest, ResourceSpans, ScopeSpans, "spans", spans()),
+    "metrics": _requests(
+        ExportMetricsServiceRequest,
+        ResourceMetrics,
+        ScopeMetrics,
+        ("resource_metrics", "scope_metrics", "metrics"),
+        metrics(),
+    ),
+    "logs": _requests(
+        ExportLogsServiceRequest, ResourceLogs, ScopeLogs, ("resource_logs", "scope_logs", "log_records"), log_records()
+    ),
+    "traces": _requests(
+        ExportTraceServiceRequest, ResourceSpans, ScopeSpans, ("resource_spans", "scope_spans", "spans"), spans()
+    ),
 }
 
 # --------------------------------------------------------------------------- helpers
@@ -824,11 +835,18 @@ def _add(repeated: str, field: str, values: st.SearchStrategy[Any], label: str) 
 
 
 def _append(path: str, label: str) -> Mutation:
+    """Put one value above 2^63-1 at a random place among valid ones in a repeated uint64 field."""
+
     def mutate(message: Any, data: st.DataObject) -> str:
         target = message
         for part in path.split(".")[:-1]:
             target = getattr(target, part)
-        getattr(target, path.split(".")[-1]).append(data.draw(ABOVE_LONG, label=label))
+        values = getattr(target, path.split(".")[-1])
+        values.extend(data.draw(st.lists(U64, min_size=1, max_size=3), label="valid " + label))
+        counts = list(values)
+        counts.insert(data.draw(st.integers(0, len(counts)), label="at"), data.draw(ABOVE_LONG, label=label))
+        del values[:]
+        values.extend(counts)
         return label
 
     return mutate
@@ -910,6 +928,44 @@ def test_one_invalid_record_is_rejected_alone(signal: Signal, data: st.DataObjec
         assert field in result.first_error, (how, result.first_error)
         assert NOUNS[signal] in result.first_error, result.first_error
         assert result.batch.schema.equals(signal_schema(signal))
+
+
+def _nested(depth: int) -> AnyValue:
+    value = AnyValue(string_value="leaf")
+    for _ in range(depth):
+        value = AnyValue(array_value=ArrayValue(values=[value]))
+    return value
+
+
+@pytest.mark.parametrize("where", ["resource", "scope", "record"])
+def test_too_deep_any_value_rejects_only_the_records_it_belongs_to(where: str) -> None:
+    """AnyValue nesting is bounded (MAX_ANY_VALUE_DEPTH); an invalid resource or scope rejects
+    the records under it, and the records of other resources and scopes are kept."""
+    too_deep = KeyValue(key="deep", value=_nested(MAX_ANY_VALUE_DEPTH + 1))
+    deep_but_fine = KeyValue(key="ok", value=_nested(MAX_ANY_VALUE_DEPTH - 1))
+    request = ExportLogsServiceRequest()
+    bad_resource = request.resource_logs.add()
+    bad_scope = bad_resource.scope_logs.add()
+    bad_scope.log_records.add(time_unix_nano=1, attributes=[deep_but_fine])
+    bad_scope.log_records.add(time_unix_nano=2)
+    bad_resource.scope_logs.add().log_records.add(time_unix_nano=3)
+    request.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=4)
+    if where == "resource":
+        bad_resource.resource.attributes.append(too_deep)
+        rejected, kept = 3, [4]
+    elif where == "scope":
+        bad_scope.scope.attributes.append(too_deep)
+        rejected, kept = 2, [3, 4]
+    else:
+        bad_scope.log_records[1].body.CopyFrom(too_deep.value)
+        rejected, kept = 1, [1, 3, 4]
+    for decoded in (request, wire.decode_request("logs", request.SerializeToString(), "protobuf")[0]):
+        result = FLATTENERS["logs"](decoded)
+        assert result.rejected == rejected
+        assert result.batch.column("time_unix_nano").to_pylist() == kept
+        assert result.first_error is not None
+        assert f"{rejected} log record" in result.first_error
+        assert result.batch.schema.equals(signal_schema("logs"))
 
 
 # --------------------------------------------------------------------------- AnyValue → STRING
