@@ -42,13 +42,40 @@ def _hex_ids_to_base64(node: Any) -> None:
                 _hex_ids_to_base64(item)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys silently; protobuf's own JSON parser
+    # refuses them, and so do we: which value the client meant is unknowable.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"the key {key[:64]!r} appears twice in one object")
+            seen.add(key)
+    return document
+
+
+def _shorten(reason: str, limit: int = 300) -> str:
+    """json_format names every enclosing field ("Failed to parse X field: " per level);
+    keep the start and the end, where the cause is."""
+    return reason if len(reason) <= limit else f"{reason[:100]} … {reason[-(limit - 100) :]}"
+
+
 def parse(body: bytes, message: M) -> M:
     """Fill ``message`` from an OTLP/JSON body; raises DecodeError with the reason."""
     name = type(message).__name__
+    if not body.strip():
+        raise DecodeError(f"The body is empty; an OTLP/JSON {name} is at least {{}}.")
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise DecodeError(f"The body is not valid JSON ({exc}); send an OTLP/JSON {name}.") from exc
+        document = json.loads(body, object_pairs_hook=_object_without_duplicates)
+    except RecursionError as exc:
+        raise DecodeError(f"The JSON body nests too deeply to be an OTLP {name}.") from exc
+    except ValueError as exc:
+        raise DecodeError(f"The body is not valid JSON ({_shorten(str(exc))}); send an OTLP/JSON {name}.") from exc
     if not isinstance(document, dict):
         raise DecodeError(f"The JSON body must be an object holding an OTLP {name}.")
     try:
@@ -57,7 +84,13 @@ def parse(body: bytes, message: M) -> M:
     except RecursionError as exc:
         raise DecodeError(f"The JSON body nests too deeply to be an OTLP {name}.") from exc
     except (json_format.ParseError, ValueError, TypeError, binascii.Error) as exc:
-        raise DecodeError(f"The JSON body is not a valid OTLP {name}: {exc}") from exc
+        reason = str(exc)
+        if "too deep" in reason:
+            raise DecodeError(
+                f"The JSON body nests messages more than 100 levels deep (protobuf's limit) "
+                f"and cannot be an OTLP {name}; flatten deeply nested attribute values."
+            ) from exc
+        raise DecodeError(f"The JSON body is not a valid OTLP {name}: {_shorten(reason)}") from exc
     return message
 
 

@@ -52,6 +52,10 @@ class TableName:
     @classmethod
     def parse(cls, raw: str) -> TableName:
         """Validate a header value; raises BadTableName saying what is wrong."""
+        if not raw.isascii():
+            # Checked before lower-casing: str.lower() turns some look-alikes into ASCII
+            # (the Kelvin sign U+212A becomes "k").
+            raise BadTableName(f"Table name {raw[:300]!r} may only hold ASCII letters, digits, _ and -.")
         parts = raw.strip().lower().split(".")
         if len(parts) != 3:
             raise BadTableName(f"Table name {raw[:300]!r} must have three dot-separated parts, catalog.schema.table.")
@@ -62,7 +66,7 @@ class TableName:
                 raise BadTableName(
                     f"Table name part {part[:40]!r}… is {len(part)} characters; the limit is {MAX_PART_LENGTH}."
                 )
-            if not (part.isascii() and _PART.fullmatch(part)):
+            if not _PART.fullmatch(part):
                 raise BadTableName(
                     f"Table name part {part[:300]!r} may only hold a-z, 0-9, _ and - (not starting with -)."
                 )

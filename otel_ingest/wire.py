@@ -55,6 +55,7 @@ REJECTED_FIELDS: dict[Signal, str] = {
 }
 
 _CHUNK = 1 << 16
+_CHUNK_OUT = 1 << 20
 
 
 def media_type(content_type: str | None) -> Encoding:
@@ -102,7 +103,9 @@ def _inflate(data: bytes, limit: int, wbits: int) -> bytes:
     decompressor = zlib.decompressobj(wbits)
     pending = data
     while True:
-        out += decompressor.decompress(pending, limit + 1 - len(out))
+        # A megabyte at a time: a bomb costs the limit in memory, not twice the limit.
+        chunk = decompressor.decompress(pending, min(_CHUNK_OUT, limit + 1 - len(out)))
+        out += chunk
         if len(out) > limit:
             raise _too_large(limit, "after decompression")
         pending = decompressor.unconsumed_tail
@@ -112,7 +115,9 @@ def _inflate(data: bytes, limit: int, wbits: int) -> bytes:
                 return bytes(out)
             # Another gzip member follows (concatenated gzip streams are valid).
             decompressor = zlib.decompressobj(wbits)
-        elif not pending:
+        elif not pending and not chunk:
+            # All input consumed and nothing more comes out (output still held inside
+            # zlib is drained by the next round): the stream ends early.
             raise zlib.error("the compressed stream is truncated")
 
 
@@ -154,6 +159,9 @@ DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
 def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     """Undo every Content-Encoding (applied in order, so undone in reverse)."""
     codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    if not body:
+        # An empty body is empty in every encoding; let the decoder judge it.
+        codings = [coding for coding in codings if coding not in DECODERS]
     for coding in reversed(codings):
         decoder = DECODERS.get(coding)
         if decoder is None:
@@ -165,6 +173,22 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
         except (zlib.error, zstandard.ZstdError) as exc:
             raise DecodeError(f"The body is not valid {coding} data ({exc}); check Content-Encoding.") from exc
     return body
+
+
+def _protobuf_problem(name: str, exc: Exception) -> str:
+    """What is wrong with a body protobuf refused, in words a client can act on."""
+    reason = str(exc)
+    if "MaxDepth" in reason:
+        return (
+            f"The body nests messages more than 100 levels deep (protobuf's limit) and cannot be a valid "
+            f"{name}; flatten deeply nested attribute values."
+        )
+    if "UTF-8" in reason:
+        return (
+            f"A string field of the {name} holds invalid UTF-8; protobuf strings must be UTF-8 "
+            "(send binary data as an AnyValue bytes_value)."
+        )
+    return f"The body is not a valid protobuf {name} ({reason}); check that Content-Type matches the body."
 
 
 def decode_request(signal: Signal, body: bytes, encoding: Encoding) -> tuple[Message, Encoding]:
@@ -181,10 +205,7 @@ def decode_request(signal: Signal, body: bytes, encoding: Encoding) -> tuple[Mes
     except (ProtobufDecodeError, RecursionError) as exc:
         if body.lstrip()[:1] == b"{":
             return otlp_json.parse(body, REQUESTS[signal]()), "json"
-        raise DecodeError(
-            f"The body is not a valid protobuf {message.DESCRIPTOR.name} ({exc}); "
-            "check that Content-Type matches the body."
-        ) from exc
+        raise DecodeError(_protobuf_problem(message.DESCRIPTOR.name, exc)) from exc
     return message, "protobuf"
 
 
