@@ -282,6 +282,9 @@ def create_app(settings: Settings) -> Starlette:
         log.info("Writing to warehouse %s.", services.warehouse.root)
         maintenance = None
         if settings.maintenance_interval > 0:
+            log.info(
+                "Maintaining the tables written every %g s (--maintenance-interval).", settings.maintenance_interval
+            )
             maintenance = asyncio.create_task(_maintain_forever(services.writer, settings.maintenance_interval))
         try:
             yield

@@ -146,7 +146,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "maintenance_interval",
         float,
-        0.0,
+        300.0,
         "seconds between background compaction/vacuum of the tables this server writes (0 = off)",
         "SECONDS",
     ),
@@ -181,7 +181,7 @@ class Settings:
     commit_max_delay: float = 0.05
     max_buffer_bytes: int = 1 << 30
     workers: int = 1
-    maintenance_interval: float = 0.0
+    maintenance_interval: float = 300.0
     tokens: str | None = None
     insecure_no_auth: bool = False
     log_level: str = "info"
