@@ -44,6 +44,12 @@ def main() -> None:
         help="set delta.logRetentionDuration (e.g. 'interval 10 seconds') to see the steady state of a "
         "table whose log is cleaned at each checkpoint; default: the tables' own 1 day",
     )
+    parser.add_argument(
+        "--tombstone-retention",
+        default=None,
+        help="set delta.deletedFileRetentionDuration (e.g. 'interval 10 seconds') to see the steady state of "
+        "a maintained table whose compacted files have left the log; default: Delta's 7 days",
+    )
     parser.add_argument("--signal", choices=["logs", "metrics"], default="logs")
     parser.add_argument("--maintain-every", type=int, default=0, help="run maintain every N versions (0: never)")
     args = parser.parse_args()
@@ -59,6 +65,8 @@ def main() -> None:
     location = warehouse.location(name)
     if args.log_retention:
         table.alter.set_table_properties({"delta.logRetentionDuration": args.log_retention})
+    if args.tombstone_retention:
+        table.alter.set_table_properties({"delta.deletedFileRetentionDuration": args.tombstone_retention})
     print(f"One {data.num_rows}-row commit per version; the writer reopens its table every {REOPEN_EVERY} versions.")
     print(
         f"{'appends':>8} {'open ms':>8} {'commit ms':>10} {'commit CPU ms':>14} {'data files':>11} "
