@@ -106,6 +106,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from otel_ingest.app import create_app
+    from otel_ingest.connection import BoundedHeadProtocol
 
     options: dict[str, Any] = {
         "host": settings.host,
@@ -115,6 +116,8 @@ def _serve(settings: Settings) -> int:
         "timeout_graceful_shutdown": SHUTDOWN_SECONDS,
         # otel_ingest.access logs every request with its principal and table instead.
         "access_log": False,
+        # uvicorn's httptools protocol, with a bound on the size of a request head.
+        "http": BoundedHeadProtocol,
     }
     if settings.tokens is not None:
         load_token_file(settings.tokens)  # fail fast, before any worker starts

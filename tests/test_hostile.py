@@ -91,6 +91,14 @@ def assert_refused(server: Server, response: httpx.Response, before: list[str], 
     assert storage(server) == before
 
 
+def _peak_rss(pid: int) -> int:
+    """VmHWM: the most resident memory the process has ever had, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
 def raw_request(port: int, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
     """An HTTP/1.1 request written byte for byte (httpx refuses NUL and non-ASCII headers)."""
     head = b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: %d\r\n" % (path, len(body))
@@ -148,7 +156,7 @@ def rows_with(server: Server, table: str, column: str, marker: str) -> pl.DataFr
         (b"main..claude_otel_logs", b"empty part"),
         (b"main.telemetry.", b"empty part"),
         (b"main.telemetry." + b"x" * 256, b"the limit is 255"),
-        (b"main.telemetry." + b"x" * 200_000, b"the limit is 255"),
+        (b"main.telemetry." + b"x" * 60_000, b"the limit is 255"),  # longer heads get 431
         (b"main.telemetry.%2e%2e", b"may only hold"),
         (b"main.telemetry.a b", b"may only hold"),
     ],
@@ -164,15 +172,44 @@ def test_hostile_table_names_are_400_and_touch_nothing(server: Server, name: byt
     assert storage(server) == before
 
 
+# --- request heads --------------------------------------------------------------------
+
+
+def test_request_head_over_64_kib_is_431(server: Server) -> None:
+    before = storage(server)
+    body = log_request(LogRecord(severity_text="INFO")).SerializeToString()
+    table = [(b"content-type", PROTOBUF.encode()), (b"x-databricks-uc-table-name", LOGS.encode())]
+    many = [(b"x-h%d" % i, b"v") for i in range(100_000)]
+    status, answer = raw_request(server.port, b"/v1/logs", table + many, body)
+    assert status == 431
+    assert json.loads(answer)["message"].startswith("The request line and headers are larger than 65,536 bytes")
+    status, _ = raw_request(server.port, b"/v1/logs", [*table, (b"x-big", b"a" * (10 << 20))], body)
+    assert status == 431
+    assert storage(server) == before
+    # Headers up to the limit are fine.
+    status, answer = raw_request(server.port, b"/v1/logs", [*table, (b"x-pad", b"p" * 60_000)], body)
+    assert status == 200, answer
+
+
+def test_endless_header_does_not_grow_memory(server: Server) -> None:
+    """httptools would buffer a header without end; the server stops reading it at 64 KiB."""
+    peak_before = _peak_rss(server.process.pid)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\nx-endless: ")
+        try:
+            for _ in range(300):
+                sock.sendall(b"a" * MIB)
+                sent += MIB
+        except OSError:
+            pass  # closed by the server after its 431
+    growth = _peak_rss(server.process.pid) - peak_before
+    print(f"endless header: {sent / MIB:.0f} MiB sent, peak RSS grew {growth / MIB:.1f} MiB")
+    assert growth < 16 * MIB
+    assert post(server, "logs", b"").status_code == 200
+
+
 # --- compression bombs ----------------------------------------------------------------
-
-
-def _peak_rss(pid: int) -> int:
-    """VmHWM: the most resident memory the process has ever had, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def _compress_zeros(compressor: zlib._Compress | zstandard.ZstdCompressionObj, size: int) -> bytes:
