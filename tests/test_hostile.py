@@ -209,6 +209,29 @@ def test_endless_header_does_not_grow_memory(server: Server) -> None:
     assert post(server, "logs", b"").status_code == 200
 
 
+def _read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(1 << 16):
+        answer += chunk
+    return answer
+
+
+def test_slow_request_head_is_408_and_idle_connections_close(server: Server) -> None:
+    """A head sent a byte at a time, or never, cannot hold a connection for ever."""
+    address = ("127.0.0.1", server.port)
+    with socket.create_connection(address, timeout=60) as slow, socket.create_connection(address, timeout=60) as idle:
+        started = time.monotonic()
+        slow.sendall(b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        answer = _read_until_closed(slow)
+        idle_answer = _read_until_closed(idle)
+        print(f"slow head answered and idle connection closed after {time.monotonic() - started:.1f} s")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    body = answer.partition(b"\r\n\r\n")[2]
+    assert json.loads(body)["message"].startswith("The request line and headers did not arrive within 10 s")
+    assert idle_answer == b""
+    assert post(server, "logs", b"").status_code == 200
+
+
 # --- compression bombs ----------------------------------------------------------------
 
 
