@@ -35,6 +35,7 @@ from otel_ingest.errors import (
     IngestError,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     SchemaMismatch,
     TableNotFound,
     Unauthorized,
@@ -60,6 +61,7 @@ STATUSES: dict[type[IngestError], tuple[int, int]] = {
     Unauthorized: (401, code_pb2.UNAUTHENTICATED),
     Forbidden: (403, code_pb2.PERMISSION_DENIED),
     TableNotFound: (404, code_pb2.NOT_FOUND),
+    RequestTimeout: (408, code_pb2.DEADLINE_EXCEEDED),
     PayloadTooLarge: (413, code_pb2.RESOURCE_EXHAUSTED),
     UnsupportedMediaType: (415, code_pb2.INVALID_ARGUMENT),
     RateLimited: (429, code_pb2.RESOURCE_EXHAUSTED),
@@ -146,8 +148,11 @@ class Ingest:
                 writer = services.writer
                 assert writer is not None, "the lifespan starts the writer before requests arrive"
                 await writer.check(name, self.signal)  # 404/400 before the body is read
-                limit = services.settings.max_body_bytes
-                raw = await wire.read_body(request.stream(), request.headers.get("content-length"), limit, held.resize)
+                settings = services.settings
+                limit = settings.max_body_bytes
+                raw = await wire.read_body(
+                    request.stream(), request.headers.get("content-length"), limit, held.resize, settings.read_timeout
+                )
                 services.authenticator.admit(principal, len(raw))
                 body = wire.decompress(raw, request.headers.get("content-encoding"), limit)
                 # Held until answered: the decoded message, then its rows waiting for the commit.

@@ -109,6 +109,13 @@ OPTIONS: tuple[Option, ...] = (
         "CATALOG.SCHEMA.PREFIX",
     ),
     Option("max_body_bytes", _size, 64 << 20, "largest request body, before and after decompression", "BYTES"),
+    Option(
+        "read_timeout",
+        float,
+        30.0,
+        "longest pause while a request body arrives; a stalled body is answered 408",
+        "SECONDS",
+    ),
     *(
         Option(
             f"default_{signal}_table",
@@ -172,6 +179,7 @@ class Settings:
     auto_create: bool = False
     create_tables: tuple[str, ...] = ()
     max_body_bytes: int = 64 << 20
+    read_timeout: float = 30.0
     default_metrics_table: str | None = None
     default_logs_table: str | None = None
     default_traces_table: str | None = None
@@ -194,7 +202,7 @@ class Settings:
         for name in ("commit_max_rows", "commit_max_bytes", "max_buffer_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} {getattr(self, name)} must be at least 1.")
-        for name in ("commit_max_delay", "maintenance_interval"):
+        for name in ("commit_max_delay", "maintenance_interval", "read_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:

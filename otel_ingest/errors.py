@@ -66,6 +66,10 @@ class PayloadTooLarge(ClientError):
     """The body exceeds the configured size limit."""
 
 
+class RequestTimeout(ClientError):
+    """The body stopped arriving before it was complete."""
+
+
 class UnsupportedMediaType(ClientError):
     """Content-Type or Content-Encoding is not one the service understands."""
 

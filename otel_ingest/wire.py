@@ -2,11 +2,12 @@
 request bodies and encoding responses (SPEC §4).
 
 Every function here raises domain errors (``DecodeError``, ``PayloadTooLarge``,
-``UnsupportedMediaType``); ``app.py`` turns them into statuses.
+``RequestTimeout``, ``UnsupportedMediaType``); ``app.py`` turns them into statuses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_ingest import otlp_json
-from otel_ingest.errors import DecodeError, PayloadTooLarge, UnsupportedMediaType
+from otel_ingest.errors import DecodeError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from otel_ingest.schema import Signal
 
 Encoding = Literal["protobuf", "json"]
@@ -78,9 +79,15 @@ def _too_large(limit: int, what: str) -> PayloadTooLarge:
 
 
 async def read_body(
-    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, hold: Callable[[int], None]
+    chunks: AsyncIterator[bytes],
+    content_length: str | None,
+    limit: int,
+    hold: Callable[[int], None],
+    idle_timeout: float,
 ) -> bytes:
-    """Read a (possibly chunked) body, refusing it as soon as it passes ``limit`` bytes.
+    """Read a (possibly chunked) body, refusing it as soon as it passes ``limit`` bytes,
+    or when nothing arrives for ``idle_timeout`` seconds (a stalled client would otherwise
+    hold its connection and its share of the memory budget for ever).
 
     ``hold`` is told the bytes read so far (back-pressure may refuse them).
     """
@@ -89,7 +96,18 @@ async def read_body(
             raise _too_large(limit, "(Content-Length)")
         hold(int(content_length))
     body = bytearray()
-    async for chunk in chunks:
+    pending = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(pending)
+        except StopAsyncIteration:
+            break
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"Nothing of the body arrived for {idle_timeout:g} s after {len(body):,} bytes; "
+                "send each request at once."
+            ) from exc
         body += chunk
         if len(body) > limit:
             raise _too_large(limit, "as sent")

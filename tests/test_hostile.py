@@ -12,7 +12,7 @@ import json
 import socket
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -79,6 +79,13 @@ def status_message(response: httpx.Response) -> str:
     if response.headers["content-type"] == JSON:
         return str(json.loads(response.content)["message"])
     status.ParseFromString(response.content)
+    return status.message
+
+
+def status_message_of(answer: bytes) -> str:
+    """The google.rpc.Status message of a raw protobuf HTTP answer."""
+    status = status_pb2.Status()
+    status.ParseFromString(answer.partition(b"\r\n\r\n")[2])
     return status.message
 
 
@@ -230,6 +237,27 @@ def test_slow_request_head_is_408_and_idle_connections_close(server: Server) -> 
     assert json.loads(body)["message"].startswith("The request line and headers did not arrive within 10 s")
     assert idle_answer == b""
     assert post(server, "logs", b"").status_code == 200
+
+
+def test_stalled_body_is_408_and_frees_its_budget(start_server: Callable[..., Server]) -> None:
+    """A client that announces a body and stops sending cannot hold the memory budget."""
+    server = start_server(
+        "--create-tables", "main.telemetry.claude", "--read-timeout", "1", "--max-buffer-bytes", "12MiB"
+    )
+    normal = log_request(LogRecord(event_name="after-stall", body=AnyValue(string_value="x" * 200_000)))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as stalled:
+        stalled.sendall(
+            b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\n"
+            b"x-databricks-uc-table-name: " + LOGS.encode() + b"\r\ncontent-length: 12000000\r\n\r\n"
+        )
+        time.sleep(0.3)  # the stalled request now holds its announced 12,000,000 of the 12 MiB
+        refused = post(server, "logs", normal.SerializeToString())
+        answer = _read_until_closed(stalled)
+    assert refused.status_code == 503, refused.text
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert "Nothing of the body arrived for 1 s after 0 bytes" in status_message_of(answer)
+    assert post(server, "logs", normal.SerializeToString()).status_code == 200
+    assert read_table(server.warehouse, LOGS)["event_name"].to_list() == ["after-stall"]
 
 
 # --- compression bombs ----------------------------------------------------------------
