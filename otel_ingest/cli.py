@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_sources(vars(args))
         configure_logging(settings.log_level)
         if args.command == "serve":
+            settings.check_safe_to_listen()
             return _serve(settings)
         if args.command == "tables":
             return _tables_create(settings, args.prefix)

@@ -207,17 +207,21 @@ class Settings:
                 raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level {self.log_level!r} must be debug, info, warning or error.")
-        if self.tokens is None and not self.insecure_no_auth and not is_loopback(self.host):
-            raise ConfigError(
-                f"Refusing to listen on {self.host} without a token file: anyone who can reach it could "
-                "write your tables. Pass --tokens FILE, listen on 127.0.0.1, or pass --insecure-no-auth."
-            )
         names = [*self.create_tables, *filter(None, map(self.default_table, SIGNALS))]
         for name in names:
             try:
                 TableName.parse(name)
             except BadTableName as exc:
                 raise ConfigError(f"{exc} (in the settings)") from exc
+
+    def check_safe_to_listen(self) -> None:
+        """Refuse to serve unauthenticated writes beyond this machine (``serve`` only: the
+        other commands share the settings, e.g. a container's OTEL_INGEST_HOST=0.0.0.0)."""
+        if self.tokens is None and not self.insecure_no_auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"Refusing to listen on {self.host} without a token file: anyone who can reach it could "
+                "write your tables. Pass --tokens FILE, listen on 127.0.0.1, or pass --insecure-no-auth."
+            )
 
     def default_table(self, signal: Signal) -> str | None:
         value: str | None = getattr(self, f"default_{signal}_table")

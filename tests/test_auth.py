@@ -174,6 +174,19 @@ def test_no_token_file_only_on_loopback(tmp_path: Path, start_server: Callable[.
     assert "(--insecure-no-auth)" in insecure.log()
 
 
+def test_listen_check_is_for_serve_only(tmp_path: Path) -> None:
+    """The container sets OTEL_INGEST_HOST=0.0.0.0; `tables create` and `maintain` still work there."""
+    env = {"OTEL_INGEST_HOST": "0.0.0.0", "OTEL_INGEST_WAREHOUSE": str(tmp_path / "wh")}
+    created = run_cli("tables", "create", "main.telemetry.claude", env=env)
+    assert created.returncode == 0, created.stderr
+    maintained = run_cli("maintain", "main.telemetry.claude", env=env)
+    assert maintained.returncode == 0, maintained.stderr
+    assert maintained.stdout.count("compacted") == 3
+    refused = run_cli("serve", env=env)
+    assert refused.returncode == 2
+    assert "Refusing to listen on 0.0.0.0" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "content, fragment",
     [
