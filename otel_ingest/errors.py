@@ -66,6 +66,10 @@ class PayloadTooLarge(ClientError):
     """The body exceeds the configured size limit."""
 
 
+class ClientGone(ClientError):
+    """The client closed its connection before its request was complete."""
+
+
 class RequestTimeout(ClientError):
     """The body stopped arriving before it was complete."""
 

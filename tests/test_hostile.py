@@ -260,6 +260,23 @@ def test_stalled_body_is_408_and_frees_its_budget(start_server: Callable[..., Se
     assert read_table(server.warehouse, LOGS)["event_name"].to_list() == ["after-stall"]
 
 
+def test_client_hanging_up_midway_is_logged_as_499_not_an_error(server: Server) -> None:
+    before = storage(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\n"
+            b"x-databricks-uc-table-name: " + LOGS.encode() + b"\r\ncontent-length: 1000\r\n\r\n" + b"\n" * 10
+        )
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while "status=499" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"table={LOGS} status=499" in server.log()
+    assert "Unexpected error" not in server.log() and "Traceback" not in server.log()
+    assert 'status="499"' in server.client.get("/metrics").text
+    assert storage(server) == before
+
+
 # --- compression bombs ----------------------------------------------------------------
 
 
