@@ -168,7 +168,8 @@ class Ingest:
                 services.authenticator.admit(principal, len(raw))
                 body = wire.decompress(raw, request.headers.get("content-encoding"), limit)
                 # Held until answered: the decoded message, then its rows waiting for the commit.
-                held.resize(len(raw) + len(body) * DECODE_OVERHEAD)
+                decoded_bytes = len(raw) + len(body) * DECODE_OVERHEAD
+                held.resize(decoded_bytes)
                 size = len(body)
                 message, encoding = wire.decode_request(self.signal, body, encoding)
                 del raw, body
@@ -179,6 +180,9 @@ class Ingest:
                     flattened = flatten(message)
                 del message
                 rows, rejected = flattened.rows, flattened.rejected
+                # Values shared by many rows are copied into each when the commit builds
+                # its Arrow batch: charged now, so a small request cannot expand unbounded.
+                held.resize(decoded_bytes + flattened.repeated_bytes)
                 await writer.append(name, self.signal, flattened.columns, size)
             response = Response(
                 wire.encode_response(self.signal, flattened.rejected, flattened.first_error, encoding),

@@ -408,6 +408,36 @@ def test_100k_attributes_on_one_record(server: Server) -> None:
     assert stored["k0"] == "v0" and stored["k99999"] == "v99999" and stored["k54321"] == "v54321"
 
 
+def _wide_resource_logs() -> tuple[str, str, bytes]:
+    request = log_request(*(LogRecord(severity_text="INFO") for _ in range(2_000)))
+    request.resource_logs[0].resource.attributes.add(key="big", value=AnyValue(string_value="r" * 1_100_000))
+    return "logs", LOGS, request.SerializeToString()
+
+
+def _long_description_metrics() -> tuple[str, str, bytes]:
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name="m", description="d" * 100_000)
+    for i in range(20_000):
+        metric.gauge.data_points.add(as_int=i)
+    return "metrics", METRICS, request.SerializeToString()
+
+
+@pytest.mark.parametrize("make", [_wide_resource_logs, _long_description_metrics])
+def test_shared_values_copied_into_every_row_are_charged(
+    server: Server, make: Callable[[], tuple[str, str, bytes]]
+) -> None:
+    """A resource (or a metric's description) is sent once but stored on every row: a
+    1 MB request that would expand to 2 GB at commit time is refused before it is built."""
+    signal, table, body = make()
+    before, peak_before = storage(server), _peak_rss(server.process.pid)
+    response = post(server, signal, body, table=table)
+    growth = _peak_rss(server.process.pid) - peak_before
+    print(f"{signal}: {len(body):,} B request refused, peak RSS grew {growth / MIB:.0f} MiB")
+    assert_refused(server, response, before, 413, "more than the server's whole buffer of 1,073,741,824 bytes")
+    assert growth < 200 * MIB
+    assert post(server, "logs", b"").status_code == 200
+
+
 # --- strings, ids and numbers ---------------------------------------------------------
 
 

@@ -47,6 +47,11 @@ class Flattened:
     def rows(self) -> int:
         return self.columns.num_rows
 
+    @property
+    def repeated_bytes(self) -> int:
+        """About the bytes that values shared by many rows take once copied into each."""
+        return self.columns.repeated_bytes
+
     @cached_property
     def batch(self) -> pa.RecordBatch:
         return self.columns.finish()
@@ -89,6 +94,11 @@ class Columns:
         self._current = [0, 0, 0, 0]
         self._resource_error: RecordRejected | None = None
         self.context_error: RecordRejected | None = None
+        # A resource or scope is kept once here, but becomes a copy in every row of the
+        # Arrow batch: a 1 MB resource attribute over 2,000 records is 2 GB at commit time.
+        # The copies' size is counted so that the request can be charged for it up front.
+        self._context_bytes = [0, 0]
+        self.repeated_bytes = 0
 
     def _share(self, position: int, value: Any) -> None:
         distinct = self.values[self.shared[position]]
@@ -104,6 +114,7 @@ class Columns:
             value, self._resource_error = None, error
         self._share(0, value)
         self._share(1, text(schema_url))
+        self._context_bytes[0] = arrow_bytes(value) + len(schema_url)
 
     def enter_scope(self, scope: InstrumentationScope, schema_url: str) -> None:
         """Start the records of a new ScopeX message; sets ``context_error`` if every
@@ -115,9 +126,15 @@ class Columns:
             value, self.context_error = None, error
         self._share(2, value)
         self._share(3, text(schema_url))
+        self._context_bytes[1] = arrow_bytes(value) + len(schema_url)
 
-    def append_row(self, names: tuple[str, ...], row: tuple[Any, ...]) -> None:
-        """Append one accepted row: the given columns plus the current resource and scope."""
+    def append_row(self, names: tuple[str, ...], row: tuple[Any, ...], repeated_bytes: int = 0) -> None:
+        """Append one accepted row: the given columns plus the current resource and scope.
+
+        ``repeated_bytes``: the size of values in ``row`` that other rows share too (a
+        metric's name and metadata on each of its data points).
+        """
+        self.repeated_bytes += self._context_bytes[0] + self._context_bytes[1] + repeated_bytes
         values = self.values
         for name, value in zip(names, row, strict=False):
             values[name].append(value)
@@ -130,6 +147,7 @@ class Columns:
 
     def extend(self, other: Columns) -> None:
         """Append the rows of ``other`` (same schema) after these."""
+        self.repeated_bytes += other.repeated_bytes
         for name, values in other.values.items():
             mine = self.values[name]
             if name in self.indices:
@@ -276,6 +294,19 @@ def _json_form(value: AnyValue, depth: int) -> Any:
     if kind is None:
         return None
     return getattr(value, kind)
+
+
+def arrow_bytes(value: Any) -> int:
+    """About the bytes ``value`` takes in an Arrow column: its strings plus a slot each."""
+    if value is None:
+        return 1
+    if isinstance(value, str):
+        return len(value) + 4
+    if isinstance(value, dict):
+        return sum(len(key) + 4 + arrow_bytes(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return 4 + sum(arrow_bytes(item) for item in value)
+    return 8
 
 
 def attributes(pairs: Iterable[KeyValue]) -> dict[str, str | None]:

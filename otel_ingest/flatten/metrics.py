@@ -28,6 +28,7 @@ from otel_ingest.flatten.common import (
     Columns,
     Flattened,
     Rejections,
+    arrow_bytes,
     attributes,
     enum_name,
     enum_names,
@@ -177,6 +178,7 @@ def flatten_metrics(request: ExportMetricsServiceRequest) -> Flattened:
         position = METRIC_TYPES.index(kind)
         name, description, unit = text(metric.name), text(metric.description), text(metric.unit)
         metadata = None
+        repeated = 0
         for point in data.data_points:
             index += 1
             try:
@@ -184,10 +186,11 @@ def flatten_metrics(request: ExportMetricsServiceRequest) -> Flattened:
                     raise columns.context_error
                 if metadata is None:
                     metadata = attributes(metric.metadata)
+                    repeated = arrow_bytes((name, description, unit, metadata))
                 structs: list[Any] = [None] * len(METRIC_TYPES)
                 structs[position] = to_struct(point, data)
             except RecordRejected as error:
                 rejections.add(index, error)
                 continue
-            columns.append_row(_ROW, (name, description, unit, kind, *structs, metadata))
+            columns.append_row(_ROW, (name, description, unit, kind, *structs, metadata), repeated)
     return Flattened(columns, rejections.count, rejections.message())
