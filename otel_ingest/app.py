@@ -163,7 +163,7 @@ class Ingest:
                 settings = services.settings
                 limit = settings.max_body_bytes
                 raw = await wire.read_body(
-                    _body(request), request.headers.get("content-length"), limit, held.resize, settings.read_timeout
+                    _body(request), request.headers.get("content-length"), limit, held, settings.read_timeout
                 )
                 services.authenticator.admit(principal, len(raw))
                 body = wire.decompress(raw, request.headers.get("content-encoding"), limit)

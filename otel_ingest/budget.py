@@ -35,22 +35,25 @@ class Reservation:
         self.budget = budget
         self.size = 0
 
-    def resize(self, size: int) -> None:
-        """Hold ``size`` bytes from now on; raises Unavailable if that passes the bound."""
+    def check(self, size: int) -> None:
+        """Raise as ``resize(size)`` would, without holding anything."""
         budget = self.budget
         if size > budget.limit:
             raise PayloadTooLarge(
                 f"The request needs {size:,} bytes of buffer, more than the server's whole "
                 f"buffer of {budget.limit:,} bytes; send smaller batches."
             )
-        growth = size - self.size
-        if growth > 0 and budget.used + growth > budget.limit:
+        if size > self.size and budget.used + size - self.size > budget.limit:
             raise Unavailable(
                 f"The server is holding {budget.used:,} bytes for earlier requests (limit "
                 f"{budget.limit:,}); retry after the Retry-After delay.",
                 retry_after=1.0,
             )
-        budget.used += growth
+
+    def resize(self, size: int) -> None:
+        """Hold ``size`` bytes from now on; raises Unavailable if that passes the bound."""
+        self.check(size)
+        self.budget.used += size - self.size
         self.size = size
 
     def __enter__(self) -> Reservation:

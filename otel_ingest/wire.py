@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_ingest import otlp_json
+from otel_ingest.budget import Reservation
 from otel_ingest.errors import DecodeError, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from otel_ingest.schema import Signal
 
@@ -82,19 +83,21 @@ async def read_body(
     chunks: AsyncIterator[bytes],
     content_length: str | None,
     limit: int,
-    hold: Callable[[int], None],
+    reservation: Reservation,
     idle_timeout: float,
 ) -> bytes:
     """Read a (possibly chunked) body, refusing it as soon as it passes ``limit`` bytes,
     or when nothing arrives for ``idle_timeout`` seconds (a stalled client would otherwise
-    hold its connection and its share of the memory budget for ever).
+    hold its connection for ever).
 
-    ``hold`` is told the bytes read so far (back-pressure may refuse them).
+    ``reservation`` holds the bytes read so far (back-pressure may refuse them). An
+    announced Content-Length that could not be held is refused at once, but only what
+    has arrived is held: a client that announces much and sends little holds little.
     """
     if content_length is not None and content_length.strip().isdigit():
         if int(content_length) > limit:
             raise _too_large(limit, "(Content-Length)")
-        hold(int(content_length))
+        reservation.check(int(content_length))
     body = bytearray()
     pending = aiter(chunks)
     while True:
@@ -111,7 +114,7 @@ async def read_body(
         body += chunk
         if len(body) > limit:
             raise _too_large(limit, "as sent")
-        hold(len(body))
+        reservation.resize(len(body))
     return bytes(body)
 
 
