@@ -115,7 +115,7 @@ def test_unwritable_warehouse_gives_503_then_recovers(tmp_path: Path) -> None:
     assert len(result.acked) == 4 * 40 * 10
     counts = assert_exactly_once(warehouse, result.acked)
     assert set(counts) == result.acked
-    assert "Traceback" not in server.log() or "Commit to" in server.log()
+    assert "Unexpected error" not in server.log()  # every failure was a 503, none a 500
 
 
 def _peak_rss_bytes(pid: int) -> int:
