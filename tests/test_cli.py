@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import deltalake
 import polars as pl
 import pytest
 
@@ -208,3 +209,34 @@ def test_default_warehouse_is_local_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     frame = pl.read_delta(str(tmp_path / "warehouse" / "main" / "telemetry" / "claude_otel_logs"))
     assert frame.height == 0
+
+
+def test_maintain_compacts_vacuums_and_cleans_the_log(tmp_path: Path, start_server: Callable[..., Server]) -> None:
+    server = start_server("--create-tables", "main.telemetry.claude", "--maintenance-interval", "0")
+    (capture,) = [c for c in load_captures("cc_hello") if c.signal == "logs"]
+    headers = {
+        "content-type": "application/x-protobuf",
+        "x-databricks-uc-table-name": "main.telemetry.claude_otel_logs",
+    }
+    for _ in range(5):
+        assert server.post("/v1/logs", capture.body, headers).status_code == 200
+    server.stop()
+    location = table_path(server.warehouse, "main.telemetry.claude_otel_logs")
+    before = read_table(server.warehouse, "main.telemetry.claude_otel_logs").sort(pl.all())
+    assert len(list(location.glob("*.parquet"))) == 5
+    # Log entries older than the retention go once a checkpoint covers them; shorten it.
+    deltalake.DeltaTable(str(location)).alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
+    logs_before = sorted(p.name for p in (location / "_delta_log").glob("*.json"))
+
+    result = run_cli(
+        "maintain", "main.telemetry.claude_otel_logs", "--retention-hours", "0", "--warehouse", str(server.warehouse)
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "compacted 5 files into 1, vacuumed 5" in result.stdout
+    assert len(list(location.glob("*.parquet"))) == 1  # the five small files are gone from disk
+    after = read_table(server.warehouse, "main.telemetry.claude_otel_logs").sort(pl.all())
+    assert after.equals(before)
+    logs_after = sorted(p.name for p in (location / "_delta_log").glob("*.json"))
+    assert logs_before[0] not in logs_after  # the oldest entries were cleaned up
+    assert list((location / "_delta_log").glob("*.checkpoint.parquet"))

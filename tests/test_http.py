@@ -204,6 +204,18 @@ def test_400_schema_mismatch(server: Server) -> None:
     _assert_error(response, 400, PROTOBUF, METRICS, "column event_name is missing", server=server)
 
 
+def test_400_other_schema_version(server: Server) -> None:
+    """A table marked for another version of the v1 schemas is not written."""
+    location = table_path(server.warehouse, LOGS)
+    deltalake.DeltaTable(str(location)).alter.set_table_properties(
+        {"otel.schemaVersion": "v2"}, raise_if_not_exists=False
+    )
+    response = server.post(
+        LOGS_PATH, _capture_logs().SerializeToString(), {"content-type": JSON, "x-databricks-uc-table-name": LOGS}
+    )
+    _assert_error(response, 400, JSON, LOGS, "otel.schemaVersion='v2'; this server writes 'v1'", server=server)
+
+
 def test_404_missing_table(server: Server) -> None:
     name = "main.telemetry.absent_otel_logs"
     response = server.post(
