@@ -94,6 +94,7 @@ def test_granted_tokens_write(secured: Server) -> None:
 def test_token_not_granted_the_table_gets_403(secured: Server) -> None:
     response = _post(secured, f"Bearer {CODEX_TOKEN}", table=LOGS)
     assert response.status_code == 403
+    assert response.headers["content-type"] == "application/x-protobuf"
     assert LOGS in _message(response)
     assert "codex-bot" in _message(response)
     assert row_count(secured.warehouse, LOGS) == 0
@@ -150,6 +151,7 @@ bytes_per_second = 1000
     assert first.status_code == 200
     second = _post(server, f"Bearer {CLAUDE_TOKEN}")
     assert second.status_code == 429
+    assert second.headers["content-type"] == "application/x-protobuf"
     # One request per 2 s and a bucket of one: the wait computed from the bucket is 2 s.
     assert second.headers["retry-after"] == "2"
     assert "slow" in _message(second)
