@@ -267,6 +267,49 @@ def test_python_sdk_values(replayed: Path) -> None:
     sums = metrics.filter(pl.col("metric_type") == "sum")["sum"].struct.field("aggregation_temporality")
     assert set(sums.to_list()) == {"AGGREGATION_TEMPORALITY_DELTA", "AGGREGATION_TEMPORALITY_CUMULATIVE"}
 
+    # Every gauge and sum point: time, value and attributes, as the SDK sent them.
+    def number(point: dict[str, Any]) -> float:
+        return float(point["asDouble"]) if "asDouble" in point else float(point.get("asInt", 0))
+
+    def text(value: object) -> str:  # SPEC §3: booleans as true/false
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    def attribute_map(point: dict[str, Any]) -> dict[str, str]:
+        return {a["key"]: text(next(iter(a["value"].values()))) for a in point.get("attributes", [])}
+
+    for kind in ("gauge", "sum"):
+        expected = sorted(
+            (int(p["timeUnixNano"]), number(p), sorted(attribute_map(p).items()))
+            for p in _decoded_points("py_sdk", kind)
+        )
+        points = metrics.filter(pl.col("metric_type") == kind)[kind]
+        stored = sorted(
+            (time, value, sorted(attrs.items()))
+            for time, value, attrs in zip(
+                points.struct.field("time_unix_nano"),
+                points.struct.field("value"),
+                points.struct.field("attributes").to_list(),
+                strict=True,
+            )
+        )
+        assert stored == expected, kind
+    # Every histogram point: count, sum, buckets and bounds.
+    expected_histograms = sorted(
+        (int(p["count"]), p["sum"], [int(n) for n in p["bucketCounts"]], p["explicitBounds"])
+        for p in _decoded_points("py_sdk", "histogram")
+    )
+    histograms = metrics.filter(pl.col("metric_type") == "histogram")["histogram"]
+    stored_histograms = sorted(
+        zip(
+            histograms.struct.field("count"),
+            histograms.struct.field("sum"),
+            histograms.struct.field("bucket_counts").to_list(),
+            histograms.struct.field("explicit_bounds").to_list(),
+            strict=True,
+        )
+    )
+    assert stored_histograms == expected_histograms
+
     decoded_points = _decoded_points("py_sdk", "exponentialHistogram")
     expo = metrics.filter(pl.col("metric_type") == "exponential_histogram")["exponential_histogram"]
     # Three requests went to this table; Delta keeps no order between commits, so compare sorted.
