@@ -78,9 +78,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # The client may now send its next request; one already received (pipelined)
-        # has its head complete and needs no timer.
-        if self._head_bytes is not None and not self.pipeline and not self.transport.is_closing():
+        # The client may now send its next request. A request already received
+        # (pipelined) is now running and needs no timer.
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self._head_bytes is not None and not self.transport.is_closing():
             self._start_head_timer()
 
     def _start_head_timer(self) -> None:
