@@ -106,6 +106,13 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+def _read_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(1 << 16):
+        answer += chunk
+    return answer
+
+
 def raw_request(port: int, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
     """An HTTP/1.1 request written byte for byte (httpx refuses NUL and non-ASCII headers)."""
     head = b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: %d\r\n" % (path, len(body))
@@ -198,6 +205,26 @@ def test_request_head_over_64_kib_is_431(server: Server) -> None:
     assert status == 200, answer
 
 
+def test_pipelined_requests_are_all_answered(server: Server) -> None:
+    """The head bounds count each request's head on a connection, not the connection's bytes."""
+    body = log_request(LogRecord(event_name="pipelined")).SerializeToString()
+    one = (
+        b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\n"
+        b"x-databricks-uc-table-name: "
+        + LOGS.encode()
+        + b"\r\nx-pad: "
+        + b"p" * 40_000
+        + b"\r\ncontent-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    last = one.replace(b"host: 127.0.0.1", b"host: 127.0.0.1\r\nconnection: close")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(one * 3 + last)  # 160 KB on one connection, in one write
+        answers = _read_until_closed(sock)
+    assert answers.count(b"HTTP/1.1 200 OK") == 4
+    assert rows_with(server, LOGS, "event_name", "pipelined").height == 4
+
+
 def test_endless_header_does_not_grow_memory(server: Server) -> None:
     """httptools would buffer a header without end; the server stops reading it at 64 KiB."""
     peak_before = _peak_rss(server.process.pid)
@@ -214,13 +241,6 @@ def test_endless_header_does_not_grow_memory(server: Server) -> None:
     print(f"endless header: {sent / MIB:.0f} MiB sent, peak RSS grew {growth / MIB:.1f} MiB")
     assert growth < 16 * MIB
     assert post(server, "logs", b"").status_code == 200
-
-
-def _read_until_closed(sock: socket.socket) -> bytes:
-    answer = b""
-    while chunk := sock.recv(1 << 16):
-        answer += chunk
-    return answer
 
 
 def test_slow_request_head_is_408_and_idle_connections_close(server: Server) -> None:
