@@ -42,10 +42,6 @@ def _hex_ids_to_base64(node: Any) -> None:
                 _hex_ids_to_base64(item)
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # json.loads keeps the last of repeated keys silently; protobuf's own JSON parser
     # refuses them, and so do we: which value the client meant is unknowable.
@@ -54,7 +50,7 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _DuplicateKey(f"the key {key[:64]!r} appears twice in one object")
+                raise ValueError(f"the key {key[:64]!r} appears twice in one object")
             seen.add(key)
     return document
 

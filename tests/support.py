@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 import polars as pl
+from google.protobuf.message import Message
+
+from otel_ingest import otlp_json
 
 CAPTURES = Path(__file__).parent / "captures"
 # Hop-by-hop and framing headers are re-created by the HTTP client.
@@ -201,3 +204,21 @@ def read_table(warehouse: Path, name: str) -> pl.DataFrame:
 
 def row_count(warehouse: Path, name: str) -> int:
     return read_table(warehouse, name).height
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM: the most resident memory a process has ever had, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def export_reply(response: httpx.Response, reply: Message) -> Message:
+    """Fill ``reply`` (an Export*ServiceResponse) from a 200 answer, protobuf or OTLP/JSON."""
+    assert response.status_code == 200, response.text
+    if response.headers["content-type"] == "application/json":
+        otlp_json.parse(response.content, reply)
+    else:
+        reply.ParseFromString(response.content)
+    return reply

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from load import PREFIX, TABLE, Load, logs_body
 
-from support import Server, read_table, table_path
+from support import Server, peak_rss, read_table, table_path
 
 FAST_COMMITS = ("--create-tables", PREFIX, "--commit-max-delay", "0.02")
 
@@ -118,13 +118,6 @@ def test_unwritable_warehouse_gives_503_then_recovers(tmp_path: Path) -> None:
     assert "Unexpected error" not in server.log()  # every failure was a 503, none a 500
 
 
-def _peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read peak memory")
 def test_back_pressure_bounds_memory(start_server: Callable[..., Server]) -> None:
     """A small buffer and slow commits: requests beyond the bound get 503 + Retry-After at
@@ -136,12 +129,12 @@ def test_back_pressure_bounds_memory(start_server: Callable[..., Server]) -> Non
     warm = Load([server.url], clients=1, max_requests=3, retry_unavailable=True, tag="warm", **request)
     warm.start().join()
     assert warm.result.statuses == Counter({200: 3})
-    baseline = _peak_rss_bytes(server.process.pid)
+    baseline = peak_rss(server.process.pid)
     # 32 clients at once: without back-pressure the server would hold 32 bodies plus
     # their decoded forms (~5 MiB each, 160 MiB); with a 12 MiB bound it must refuse most.
     load = Load([server.url], clients=32, max_requests=2, retry_unavailable=True, **request)
     result = load.start().join(timeout=300)
-    growth = _peak_rss_bytes(server.process.pid) - baseline
+    growth = peak_rss(server.process.pid) - baseline
     assert result.statuses[503] > 0, result.statuses
     assert set(result.statuses) <= {200, 503}
     assert all(value.isdigit() and int(value) >= 1 for value in result.retry_after)

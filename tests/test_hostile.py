@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import polars as pl
@@ -38,7 +38,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otel_ingest import otlp_json
 from otel_ingest.flatten.common import MAX_ANY_VALUE_DEPTH
-from support import Server, load_captures, read_table
+from support import Server, export_reply, load_captures, peak_rss, read_table
 
 LOGS = "main.telemetry.claude_otel_logs"
 METRICS = "main.telemetry.claude_otel_metrics"
@@ -98,14 +98,6 @@ def assert_refused(server: Server, response: httpx.Response, before: list[str], 
     assert storage(server) == before
 
 
-def _peak_rss(pid: int) -> int:
-    """VmHWM: the most resident memory the process has ever had, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def _read_until_closed(sock: socket.socket) -> bytes:
     answer = b""
     while chunk := sock.recv(1 << 16):
@@ -119,9 +111,7 @@ def raw_request(port: int, path: bytes, headers: list[tuple[bytes, bytes]], body
     head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(head + b"\r\n" + body)
-        answer = b""
-        while chunk := sock.recv(1 << 16):
-            answer += chunk
+        answer = _read_until_closed(sock)
     status_line, _, rest = answer.partition(b"\r\n")
     return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
@@ -133,13 +123,7 @@ def log_request(*records: LogRecord) -> ExportLogsServiceRequest:
 
 
 def logs_reply(response: httpx.Response) -> ExportLogsServiceResponse:
-    assert response.status_code == 200, response.text
-    reply = ExportLogsServiceResponse()
-    if response.headers["content-type"] == JSON:
-        otlp_json.parse(response.content, reply)
-    else:
-        reply.ParseFromString(response.content)
-    return reply
+    return export_reply(response, ExportLogsServiceResponse())  # type: ignore[return-value]
 
 
 def rows_with(server: Server, table: str, column: str, marker: str) -> pl.DataFrame:
@@ -227,7 +211,7 @@ def test_pipelined_requests_are_all_answered(server: Server) -> None:
 
 def test_endless_header_does_not_grow_memory(server: Server) -> None:
     """httptools would buffer a header without end; the server stops reading it at 64 KiB."""
-    peak_before = _peak_rss(server.process.pid)
+    peak_before = peak_rss(server.process.pid)
     sent = 0
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\nx-endless: ")
@@ -237,7 +221,7 @@ def test_endless_header_does_not_grow_memory(server: Server) -> None:
                 sent += MIB
         except OSError:
             pass  # closed by the server after its 431
-    growth = _peak_rss(server.process.pid) - peak_before
+    growth = peak_rss(server.process.pid) - peak_before
     print(f"endless header: {sent / MIB:.0f} MiB sent, peak RSS grew {growth / MIB:.1f} MiB")
     assert growth < 16 * MIB
     assert post(server, "logs", b"").status_code == 200
@@ -320,11 +304,11 @@ BOMBS = {
 def test_decompression_bomb_is_413_with_bounded_memory(server: Server, coding: str) -> None:
     """1 GiB of zeros, compressed: refused once 64 MiB (the body limit) have come out."""
     bomb = BOMBS[coding]()
-    before, peak_before = storage(server), _peak_rss(server.process.pid)
+    before, peak_before = storage(server), peak_rss(server.process.pid)
     started = time.monotonic()
     response = post(server, "logs", bomb, **{"content-encoding": coding})
     seconds = time.monotonic() - started
-    growth = _peak_rss(server.process.pid) - peak_before
+    growth = peak_rss(server.process.pid) - peak_before
     print(f"{coding} bomb: {len(bomb):,} B sent, 413 after {seconds:.2f} s, peak RSS grew {growth / MIB:.0f} MiB")
     assert_refused(server, response, before, 413, "after decompression", "67,108,864 bytes")
     # Output stops at the 64 MiB limit and is held once, plus a megabyte being inflated.
@@ -414,6 +398,17 @@ def test_nesting_beyond_protobufs_own_limit_is_400(server: Server, depth: int) -
 # --- size ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "zstd"])
+def test_compressed_bodies_larger_than_a_megabyte_inflate_whole(server: Server, coding: str) -> None:
+    """Inflation runs a megabyte at a time; a valid body across many rounds arrives intact."""
+    text = os.urandom(1_500_000).hex()  # 3 MB, compresses about 2:1
+    body = log_request(LogRecord(event_name=f"large-{coding}", body=AnyValue(string_value=text))).SerializeToString()
+    compress = {"gzip": gzip.compress, "deflate": zlib.compress, "zstd": zstandard.ZstdCompressor().compress}
+    reply = logs_reply(post(server, "logs", compress[coding](body), **{"content-encoding": coding}))
+    assert not reply.HasField("partial_success")
+    assert rows_with(server, LOGS, "event_name", f"large-{coding}")["body"].to_list() == [text]
+
+
 def test_100k_attributes_on_one_record(server: Server) -> None:
     record = LogRecord(event_name="wide")
     record.attributes.extend(KeyValue(key=f"k{i}", value=AnyValue(string_value=f"v{i}")) for i in range(100_000))
@@ -449,9 +444,9 @@ def test_shared_values_copied_into_every_row_are_charged(
     """A resource (or a metric's description) is sent once but stored on every row: a
     1 MB request that would expand to 2 GB at commit time is refused before it is built."""
     signal, table, body = make()
-    before, peak_before = storage(server), _peak_rss(server.process.pid)
+    before, peak_before = storage(server), peak_rss(server.process.pid)
     response = post(server, signal, body, table=table)
-    growth = _peak_rss(server.process.pid) - peak_before
+    growth = peak_rss(server.process.pid) - peak_before
     print(f"{signal}: {len(body):,} B request refused, peak RSS grew {growth / MIB:.0f} MiB")
     assert_refused(server, response, before, 413, "more than the server's whole buffer of 1,073,741,824 bytes")
     assert growth < 200 * MIB
@@ -482,14 +477,8 @@ def test_ids_of_the_wrong_length_reject_their_record(server: Server, encoding: s
     spans.add(name="long-trace", trace_id=b"\x01" * 17, span_id=b"\x02" * 8)
     body = request.SerializeToString() if encoding == PROTOBUF else otlp_json.dumps(request)
 
-    response = post(server, "traces", body, encoding, SPANS)
+    reply = export_reply(post(server, "traces", body, encoding, SPANS), ExportTraceServiceResponse())
 
-    assert response.status_code == 200, response.text
-    reply = ExportTraceServiceResponse()
-    if encoding == JSON:
-        otlp_json.parse(response.content, reply)
-    else:
-        reply.ParseFromString(response.content)
     assert reply.partial_success.rejected_spans == 4
     assert "span 2: trace_id must be 16 bytes, got 15" in reply.partial_success.error_message
     stored = read_table(server.warehouse, SPANS).filter(pl.col("name").is_in([s.name for s in spans]))
@@ -527,13 +516,9 @@ def test_times_above_int64_reject_their_record(server: Server, encoding: str) ->
     assert rows_with(server, LOGS, "event_name", f"time-ok-{encoding}").height == 1
     assert rows_with(server, LOGS, "event_name", "time-max").height == 0
 
-    response = post(server, "metrics", encode(metrics), encoding, METRICS)
-    assert response.status_code == 200, response.text
-    metrics_reply = ExportMetricsServiceResponse()
-    if encoding == JSON:
-        otlp_json.parse(response.content, metrics_reply)
-    else:
-        metrics_reply.ParseFromString(response.content)
+    metrics_reply = export_reply(
+        post(server, "metrics", encode(metrics), encoding, METRICS), ExportMetricsServiceResponse()
+    )
     assert metrics_reply.partial_success.rejected_data_points == 2
     stored = rows_with(server, METRICS, "name", f"time-{encoding}")
     assert stored["gauge"].struct.field("value").to_list() == [1.0]

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 
 from otel_ingest import otlp_json
 from otel_ingest.schema import signal_schema
-from support import Server, load_captures, row_count, table_path
+from support import Server, export_reply, load_captures, row_count, table_path
 
 LOGS = "main.telemetry.claude_otel_logs"
 METRICS = "main.telemetry.claude_otel_metrics"
@@ -134,12 +134,7 @@ def test_partial_success(server: Server, encoding: str) -> None:
     records[1].time_unix_nano = 2**64 - 1  # above 2^63-1: rejected too
     body = message.SerializeToString() if encoding == PROTOBUF else otlp_json.dumps(message)
     response = server.post(LOGS_PATH, body, {"content-type": encoding, "x-databricks-uc-table-name": LOGS})
-    assert response.status_code == 200, response.text
-    reply = ExportLogsServiceResponse()
-    if encoding == JSON:
-        json_format.Parse(response.content, reply)
-    else:
-        reply.ParseFromString(response.content)
+    reply = export_reply(response, ExportLogsServiceResponse())
     assert reply.partial_success.rejected_log_records == 2
     assert "trace_id must be 16 bytes, got 5" in reply.partial_success.error_message
     assert row_count(server.warehouse, LOGS) == _records(message) - 2
