@@ -28,6 +28,7 @@ from otel_ingest import wire
 from otel_ingest.auth import Authenticator
 from otel_ingest.budget import DECODE_OVERHEAD, MemoryBudget
 from otel_ingest.config import Settings
+from otel_ingest.decode import decode
 from otel_ingest.errors import (
     BadTableName,
     ClientGone,
@@ -43,7 +44,6 @@ from otel_ingest.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from otel_ingest.flatten import FLATTENERS
 from otel_ingest.maintenance import maintain
 from otel_ingest.monitoring import Monitoring, access_log
 from otel_ingest.schema import SIGNALS, Signal
@@ -70,10 +70,6 @@ STATUSES: dict[type[IngestError], tuple[int, int]] = {
     RateLimited: (429, code_pb2.RESOURCE_EXHAUSTED),
     Unavailable: (503, code_pb2.UNAVAILABLE),
 }
-
-# Bodies larger than this are flattened in a worker thread so that one big request
-# does not stall the event loop for every other connection.
-_INLINE_FLATTEN_BYTES = 256 * 1024
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
@@ -166,19 +162,19 @@ class Ingest:
                     _body(request), request.headers.get("content-length"), limit, held, settings.read_timeout
                 )
                 services.authenticator.admit(principal, len(raw))
-                body = wire.decompress(raw, request.headers.get("content-encoding"), limit)
+                coding = request.headers.get("content-encoding")
+                # Decompression, parsing and flattening run in worker threads: a large body
+                # never holds the event loop, so other requests and /healthz are answered meanwhile.
+                if coding:
+                    body = await asyncio.to_thread(wire.decompress, raw, coding, limit)
+                else:
+                    body = wire.decompress(raw, coding, limit)
                 # Held until answered: the decoded message, then its rows waiting for the commit.
                 decoded_bytes = len(raw) + len(body) * DECODE_OVERHEAD
                 held.resize(decoded_bytes)
                 size = len(body)
-                message, encoding = wire.decode_request(self.signal, body, encoding)
+                flattened, encoding = await asyncio.to_thread(decode, self.signal, body, encoding)
                 del raw, body
-                flatten = FLATTENERS[self.signal]
-                if size > _INLINE_FLATTEN_BYTES:
-                    flattened = await asyncio.to_thread(flatten, message)
-                else:
-                    flattened = flatten(message)
-                del message
                 rows, rejected = flattened.rows, flattened.rejected
                 # Values shared by many rows are copied into each when the commit builds
                 # its Arrow batch: charged now, so a small request cannot expand unbounded.

@@ -1,0 +1,73 @@
+"""Decoding runs off the event loop (issue 13): while one large OTLP/JSON request is being
+decoded, ``/healthz`` and other clients' requests are answered and committed.
+
+State-driven, no timing threshold: the large request is known to be decoding once the
+server holds its inflated-body reservation (``otel_ingest_buffered_bytes``). From then on
+another client sends small requests one after the other, each waiting for its 200 (a
+commit); the test checks that many of them were acknowledged while the large one was still
+in flight. When parsing ran on the event loop, none could be until it was done.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_ingest.budget import DECODE_OVERHEAD
+from support import Server, load_captures
+
+LOGS_PATH = "/api/2.0/otel/v1/logs"
+OTHER_REQUESTS = 10
+TABLE = {"X-Databricks-UC-Table-Name": "main.telemetry.claude_otel_logs", "Content-Type": "application/json"}
+
+
+def _large_json_logs(records: int) -> bytes:
+    (capture,) = [c for c in load_captures("cc_json") if c.signal == "logs"]
+    document = json.loads(capture.body)
+    scope = document["resourceLogs"][0]["scopeLogs"][0]
+    template = scope["logRecords"]
+    scope["logRecords"] = [template[i % len(template)] for i in range(records)]
+    return json.dumps(document).encode()
+
+
+def _buffered_bytes(server: Server) -> float:
+    text = server.client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "otel_ingest_buffered_bytes":
+            return family.samples[0].value
+    raise AssertionError("no otel_ingest_buffered_bytes gauge")
+
+
+def test_a_large_json_request_does_not_hold_other_requests(start_server: Callable[..., Server]) -> None:
+    # The reference decoder: slow enough on this body that "still in flight" is certain.
+    server = start_server("--create-tables", "main.telemetry.claude", env={"OTEL_INGEST_DECODER": "python"})
+    body = _large_json_logs(4000)
+    small = json.dumps(json.loads(_large_json_logs(2))).encode()
+    big_answer: list[httpx.Response] = []
+
+    def send_big() -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            big_answer.append(client.post(LOGS_PATH, content=body, headers=TABLE))
+
+    sender = threading.Thread(target=send_big)
+    sender.start()
+    # Decoding has started once the inflated body is held (read, then reserved 1 + 4 times).
+    deadline = time.monotonic() + 120
+    while _buffered_bytes(server) < len(body) * (1 + DECODE_OVERHEAD):
+        assert sender.is_alive() and time.monotonic() < deadline, "the large request never started decoding"
+        time.sleep(0.01)
+    acknowledged = 0
+    with httpx.Client(base_url=server.url, timeout=300) as other:
+        while sender.is_alive() and acknowledged < OTHER_REQUESTS:
+            assert other.get("/healthz").status_code == 200
+            answer = other.post(LOGS_PATH, content=small, headers=TABLE)
+            assert answer.status_code == 200, answer.text
+            acknowledged += sender.is_alive()
+    sender.join()
+    assert acknowledged == OTHER_REQUESTS, f"only {acknowledged} other requests were answered meanwhile"
+    assert big_answer[0].status_code == 200, big_answer[0].text
