@@ -33,10 +33,9 @@ log = logging.getLogger("otel_ingest.tables")
 
 _PART = re.compile(r"[a-z0-9_][a-z0-9_-]*")
 MAX_PART_LENGTH = 255
-# Telemetry tables take a commit every few seconds for as long as agents run. delta-rs
-# lists the _delta_log folder on every commit (on local disk the whole folder), so the
-# log is kept for a day, not Delta's default 30: log entries older than that are removed
-# whenever a checkpoint is written (every 100 commits). Measured in bench/versions.py.
+# Telemetry tables take a commit every few seconds for as long as agents run, so the log
+# is kept for a day, not Delta's default 30: maintenance (`maintain`, or the server's
+# background pass) deletes entries older than that. Measured in bench/versions.py.
 TABLE_DEFAULTS = {"delta.logRetentionDuration": "interval 1 day"}
 OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "az://", "abfs://", "abfss://", "gs://")
 

@@ -5,6 +5,7 @@ limit. Commits are counted in the Delta log itself; rows are read back with pola
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,3 +64,45 @@ def test_a_full_queue_commits_before_the_age_limit(start_server: Callable[..., S
         for _ in range(4):
             assert client.post("/v1/logs", content=body, headers=HEADERS).status_code == 200
     assert _appends(server.warehouse) == [rows] * 4
+
+
+ONE_PER_COMMIT = ("--commit-max-delay", "0", "--commit-max-rows", "1")
+
+
+def test_commit_log_line_names_the_version_it_made(tmp_path: Path) -> None:
+    """Two servers append to one table, past the writer's reopen at version 100; each
+    "Committed … (version V)" line must name the version holding that server's own commit
+    (its writer marker and row count), not the newest version the server has seen."""
+    warehouse = tmp_path / "warehouse"
+    first = Server(warehouse, "--create-tables", "main.telemetry.claude", *ONE_PER_COMMIT)
+    second = Server(warehouse, *ONE_PER_COMMIT)
+    body, _ = _capture()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(
+                pool.map(lambda n: (first, second)[n % 2].post("/v1/logs", body, HEADERS).status_code, range(150))
+            )
+    finally:
+        first.stop()
+        second.stop()
+    assert statuses == [200] * 150
+    log_dir = table_path(warehouse, LOGS) / "_delta_log"
+    commits = {}
+    for entry in log_dir.glob("*.json"):
+        actions = [json.loads(line) for line in entry.read_text().splitlines()]
+        info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+        if "otelIngestCommit" in info:
+            commits[int(entry.stem)] = (info["otelIngestCommit"], info["operationMetrics"]["num_added_rows"])
+    assert max(commits) > 100  # crossed a reopen
+    logged = 0
+    for server in (first, second):
+        writers = set()
+        for line in server.log().splitlines():
+            match = re.search(r"Committed ([\d,]+) rows .* \(version (\d+)\)", line)
+            if match:
+                logged += 1
+                marker, added = commits[int(match.group(2))]
+                assert added == int(match.group(1).replace(",", "")), line
+                writers.add(marker.rsplit("/", 1)[0])
+        assert len(writers) == 1  # every version a server logged holds that server's own commit
+    assert logged == len(commits)
