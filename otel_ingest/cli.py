@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from otel_ingest import __version__
+from otel_ingest import __version__, preflight
 from otel_ingest.app import configure_logging
 from otel_ingest.auth import TokenFileError, load_token_file
 from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
@@ -154,10 +154,12 @@ def _sql(settings: Settings, file: Path) -> int:
 
 
 def _tokens_new(name: str, tables: list[str]) -> int:
+    """The token goes to stderr and only the entry to stdout, so ``>> tokens.toml`` never
+    stores the plaintext token (the file keeps its SHA-256 only)."""
     token = secrets.token_urlsafe(32)
     digest = hashlib.sha256(token.encode()).hexdigest()
     patterns = ", ".join(json.dumps(t.lower()) for t in tables)
-    print(f"# Give this token to the client (it is not stored anywhere): {token}")
+    print(f"Token for {name} (give it to the client; it is not stored anywhere): {token}", file=sys.stderr)
     print("[[principals]]")
     print(f"name = {json.dumps(name)}")
     print(f'token_sha256 = "{digest}"')
@@ -176,6 +178,22 @@ def _maintain(settings: Settings, target: str, retention_hours: int) -> int:
     return 0
 
 
+def _listen_advice(host_flag: str | None) -> str | None:
+    """How to fix a refused unauthenticated start, in the terms the user set it up in."""
+    if preflight.in_container():
+        return (
+            "Mount a token file and set OTEL_INGEST_TOKENS to its path (make one with `docker run --rm "
+            "otel-ingest tokens new NAME 'CATALOG.SCHEMA.*' > tokens.toml`), or set "
+            "OTEL_INGEST_INSECURE_NO_AUTH=true on a trusted network."
+        )
+    if host_flag is None and OPTIONS_BY_NAME["host"].env in os.environ:
+        return (
+            "Set OTEL_INGEST_TOKENS to a token file, set OTEL_INGEST_HOST to a loopback address, "
+            "or set OTEL_INGEST_INSECURE_NO_AUTH=true."
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tokens":
@@ -184,7 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_sources(vars(args))
         configure_logging(settings.log_level)
         if args.command == "serve":
-            settings.check_safe_to_listen()
+            settings.check_safe_to_listen(_listen_advice(args.host))
+            if settings.tokens is not None:
+                preflight.check_token_file(settings.tokens)
+            preflight.check_warehouse(_warehouse(settings))
             return _serve(settings)
         if args.command == "tables":
             return _tables_create(settings, args.prefix)

@@ -214,13 +214,15 @@ class Settings:
             except BadTableName as exc:
                 raise ConfigError(f"{exc} (in the settings)") from exc
 
-    def check_safe_to_listen(self) -> None:
+    def check_safe_to_listen(self, advice: str | None = None) -> None:
         """Refuse to serve unauthenticated writes beyond this machine (``serve`` only: the
-        other commands share the settings, e.g. a container's OTEL_INGEST_HOST=0.0.0.0)."""
+        other commands share the settings, e.g. a container's OTEL_INGEST_HOST=0.0.0.0).
+        ``advice`` replaces the default remedy (flags), e.g. with variables in a container."""
         if self.tokens is None and not self.insecure_no_auth and not is_loopback(self.host):
             raise ConfigError(
                 f"Refusing to listen on {self.host} without a token file: anyone who can reach it could "
-                "write your tables. Pass --tokens FILE, listen on 127.0.0.1, or pass --insecure-no-auth."
+                "write your tables. "
+                + (advice or "Pass --tokens FILE, listen on 127.0.0.1, or pass --insecure-no-auth.")
             )
 
     def default_table(self, signal: Signal) -> str | None:

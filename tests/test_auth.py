@@ -212,8 +212,8 @@ def test_bad_token_file_fails_fast(tmp_path: Path, content: str, fragment: str) 
 def test_tokens_new_makes_a_working_entry(start_server: Callable[..., Server], tmp_path: Path) -> None:
     result = run_cli("tokens", "new", "agent", "main.telemetry.claude_*")
     assert result.returncode == 0, result.stderr
-    token = result.stdout.splitlines()[0].rsplit(" ", 1)[1]
-    assert token not in result.stdout.split("[[principals]]", 1)[1]  # the entry holds only the digest
+    token = result.stderr.strip().rsplit(" ", 1)[1]  # the token goes to stderr only
+    assert token not in result.stdout  # the entry holds only the digest
     path = tmp_path / "tokens.toml"
     path.write_text(result.stdout)
     server = start_server("--tokens", str(path), "--create-tables", "main.telemetry.claude")
