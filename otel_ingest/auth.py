@@ -81,6 +81,9 @@ class Principal:
     burst_seconds: float = DEFAULT_BURST_SECONDS
     requests: TokenBucket | None = field(default=None, repr=False)
     bytes: TokenBucket | None = field(default=None, repr=False)
+    # The [principals.gateway] table, as written: endpoints and limits of the AI gateway,
+    # checked by otel_ingest.gateway.grants (None: no gateway access).
+    gateway: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.requests_per_second:
@@ -133,7 +136,10 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise TokenFileError(f"{where}: {key} must be a positive number.")
             limits[key] = float(value)
-    unknown = set(entry) - {"name", "token", "token_sha256", "tables", *limits}
+    gateway = entry.get("gateway")
+    if gateway is not None and not isinstance(gateway, dict):
+        raise TokenFileError(f"{where}: gateway must be a table ([principals.gateway]).")
+    unknown = set(entry) - {"name", "token", "token_sha256", "tables", "gateway", *limits}
     if unknown:
         raise TokenFileError(f"{where}: unknown keys {sorted(unknown)}.")
     return Principal(
@@ -143,6 +149,7 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
         requests_per_second=limits.get("requests_per_second"),
         bytes_per_second=limits.get("bytes_per_second"),
         burst_seconds=limits.get("burst_seconds", DEFAULT_BURST_SECONDS),
+        gateway=gateway,
     )
 
 

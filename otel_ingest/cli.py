@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="the principal's name, shown in logs and metrics")
     new.add_argument("tables", nargs="+", metavar="TABLE_PATTERN", help="e.g. 'main.telemetry.claude_*'")
 
+    gateway = commands.add_parser("gateway", help="run the AI gateway for coding agents (docs/gateway.md)")
+    gateway.add_argument("config", type=Path, metavar="CONFIG.toml", help="endpoints, tables and limits")
+    gateway.add_argument("--host", default=None, help="address to listen on [default: the config's, 127.0.0.1]")
+    gateway.add_argument("--port", type=int, default=None, help="port to listen on [default: the config's, 4000]")
+    gateway.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
     sql = commands.add_parser("sql", help="run the CREATE TABLE statements of a SQL file (Databricks DDL)")
     sql.add_argument("file", type=Path, metavar="FILE")
     for name in _STORAGE_OPTIONS:
@@ -194,10 +200,48 @@ def _listen_advice(host_flag: str | None) -> str | None:
     return None
 
 
+def _gateway(config_path: Path, host: str | None, port: int | None, log_level: str) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from otel_ingest.config import is_loopback
+    from otel_ingest.gateway.app import create_gateway_app
+    from otel_ingest.gateway.config import GatewayConfigError, load_config
+
+    configure_logging(log_level)
+    try:
+        config = load_config(str(config_path))
+        config = dataclasses.replace(config, host=host or config.host, port=port or config.port)
+        if config.tokens is not None:
+            load_token_file(config.tokens)
+    except (GatewayConfigError, TokenFileError) as error:
+        print(f"otel-ingest gateway: {error}", file=sys.stderr)
+        return 2
+    if config.tokens is None and not is_loopback(config.host):
+        print(
+            f"otel-ingest gateway: refusing to serve {config.host} without a token file: anyone could spend "
+            "the provider keys. Set [gateway] tokens.",
+            file=sys.stderr,
+        )
+        return 2
+    uvicorn.run(
+        create_gateway_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tokens":
         return _tokens_new(args.name, args.tables)
+    if args.command == "gateway":
+        return _gateway(args.config, args.host, args.port, args.log_level)
     try:
         settings = Settings.from_sources(vars(args))
         configure_logging(settings.log_level)
