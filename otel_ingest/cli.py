@@ -1,5 +1,5 @@
-"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``sql``, ``maintain`` and
-``tokens new``.
+"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``sql``, ``maintain``,
+``tokens new``, ``usage``, ``dashboard`` and ``demo``.
 
 Every ``serve`` flag can also be given as an ``OTEL_INGEST_<FLAG>`` environment
 variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
@@ -26,6 +26,7 @@ from otel_ingest.errors import IngestError, TableNotFound
 from otel_ingest.maintenance import DEFAULT_RETENTION_HOURS, maintain
 from otel_ingest.schema import DDLError, parse_ddl
 from otel_ingest.tables import TableName, Warehouse, table_set
+from otel_ingest.usage.pricing import PriceFileError
 
 log = logging.getLogger("otel_ingest")
 
@@ -101,7 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("file", type=Path, metavar="FILE")
     for name in _STORAGE_OPTIONS:
         _add_option(sql, name)
+    _add_usage_commands(commands)
     return parser
+
+
+def _add_usage_commands(commands: Any) -> None:
+    """``usage``, ``dashboard`` and ``demo`` (otel_ingest.usage / otel_ingest.dashboard)."""
+    usage = commands.add_parser(
+        "usage", help="coding-agent usage report: tokens and cost by day, agent, model, user, session"
+    )
+    usage.add_argument("period", nargs="?", choices=["daily", "weekly", "monthly", "session"], default=None)
+    usage.add_argument("--by", default=None, help="group by any of agent,model,user,session,day,week,month,table_set")
+    usage.add_argument("--since", default=None, help="from this date/time (2026-11-01, 2026-11-01T09:00, 7d)")
+    usage.add_argument("--until", default=None, help="up to this date (inclusive) or time (exclusive)")
+    usage.add_argument("--agent", action="append", default=[], help="only this agent (repeatable)")
+    usage.add_argument("--user", action="append", default=[], help="only this user (repeatable)")
+    usage.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
+    usage.add_argument("--table-set", action="append", default=[], help="only this catalog.schema.prefix")
+    output = usage.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON array, one object per group")
+    output.add_argument("--csv", action="store_true", help="print CSV, one row per group")
+    usage.add_argument("--prices", default=None, help="price-override TOML file (see docs/usage.md)")
+    usage.add_argument("--no-refresh", action="store_true", help="report what the derived tables hold now")
+    usage.add_argument("--refresh-only", action="store_true", help="refresh the derived tables and print figures")
+    for name in _STORAGE_OPTIONS:
+        _add_option(usage, name)
 
 
 def _warehouse(settings: Settings) -> Warehouse:
@@ -236,6 +261,46 @@ def _gateway(config_path: Path, host: str | None, port: int | None, log_level: s
     return 0
 
 
+def _usage(settings: Settings, args: argparse.Namespace) -> int:
+    from otel_ingest.usage import query, report
+    from otel_ingest.usage.pricing import Pricer, load_overrides
+    from otel_ingest.usage.store import UsageStore
+
+    try:
+        keys = report.group_keys(args.period, args.by)
+        filters = query.Filters(
+            since=query.parse_time(args.since) if args.since else None,
+            until=query.parse_time(args.until, end=True) if args.until else None,
+            agents=tuple(args.agent),
+            users=tuple(args.user),
+            models=tuple(args.model),
+            table_sets=tuple(args.table_set),
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    store = UsageStore(_warehouse(settings), Pricer(load_overrides(args.prices) if args.prices else []))
+    if not args.no_refresh:
+        refreshed = store.refresh()
+        if args.refresh_only:
+            print(
+                f"Refreshed from {refreshed.raw_tables} raw tables: read {refreshed.files_read} files, "
+                f"{refreshed.rows_read:,} rows; added {refreshed.added} in {refreshed.seconds:.2f} s."
+            )
+            return 0
+    usage = query.load(store, filters)
+    items = report.rows(usage, keys)
+    if args.json:
+        print(report.to_json(items))
+    elif args.csv:
+        print(report.to_csv(items, keys), end="")
+    else:
+        print(report.to_table(items, keys))
+        for note in (report.unpriced_note(usage), report.mismatch_note(usage)):
+            if note:
+                print(note, file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tokens":
@@ -245,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_sources(vars(args))
         configure_logging(settings.log_level)
+        if args.command == "usage":
+            return _usage(settings, args)
         if args.command == "serve":
             settings.check_safe_to_listen(_listen_advice(args.host))
             if settings.tokens is not None:
@@ -256,6 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "maintain":
             return _maintain(settings, args.target, args.retention_hours)
         return _sql(settings, args.file)
-    except (ConfigError, DDLError, IngestError, OSError, TokenFileError) as error:
+    except (ConfigError, DDLError, IngestError, OSError, TokenFileError, PriceFileError) as error:
         print(f"otel-ingest: {error}", file=sys.stderr)
         return 2

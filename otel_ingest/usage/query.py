@@ -1,0 +1,152 @@
+"""Reading the derived tables: filters, the one-source-per-agent-and-day rule, groupings.
+
+The report command and the dashboard both answer through this module, so their numbers
+are the same by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from otel_ingest.usage import derive
+from otel_ingest.usage.store import UsageStore
+
+# Where a (table set, agent, day) has several sources, the first one present counts.
+SOURCE_RANK = {"logs": 0, "gateway": 1, "spans": 2, "metrics": 3}
+GROUP_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "table_set")
+SUMS = ("calls", *derive.TOKEN_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: datetime | None = None
+    until: datetime | None = None
+    agents: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    table_sets: tuple[str, ...] = ()
+
+    def apply(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        # The day partition prunes files; the time bound is then exact.
+        if self.since is not None:
+            frame = frame.filter(pl.col("day") >= self.since.strftime("%Y-%m-%d"), pl.col("time") >= self.since)
+        if self.until is not None:
+            frame = frame.filter(pl.col("day") <= self.until.strftime("%Y-%m-%d"), pl.col("time") < self.until)
+        for column, values in (
+            ("agent", self.agents),
+            ("user", self.users),
+            ("model", self.models),
+            ("table_set", self.table_sets),
+        ):
+            if values:
+                frame = frame.filter(pl.col(column).is_in(list(values)))
+        return frame
+
+
+def parse_time(text: str, end: bool = False) -> datetime:
+    """``2026-11-29``, ``2026-11-29T10:00``, or ``7d`` (days before now). A bare date as
+    an ``--until`` bound includes that whole day."""
+    text = text.strip()
+    if text.endswith("d") and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(days=int(text[:-1]))
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a date (2026-11-29), a time (2026-11-29T10:00) or Nd") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if end and len(text) == 10:
+        parsed += timedelta(days=1)
+    return parsed
+
+
+@dataclass
+class Usage:
+    """Model calls (one source per table set, agent and day) and activity in a range."""
+
+    calls: pl.DataFrame
+    activity: pl.DataFrame
+    mismatches: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+
+def select_sources(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(calls from the counting source, mismatches between logs and metrics)."""
+    calls = calls.unique(subset=["fact_id"], keep="first")
+    ranked = calls.with_columns(pl.col("source").replace_strict(SOURCE_RANK, default=9).alias("_rank"))
+    ranked = ranked.with_columns(pl.col("_rank").min().over("table_set", "agent", "day").alias("_best"))
+    chosen = ranked.filter(pl.col("_rank") == pl.col("_best")).drop("_rank", "_best")
+    totals = (
+        calls.filter(pl.col("source").is_in(["logs", "metrics"]))
+        .group_by("table_set", "agent", "day", "model", "source")
+        .agg(*[pl.col(c).sum() for c in derive.TOKEN_COLUMNS])
+    )
+    logs = totals.filter(pl.col("source") == "logs").drop("source")
+    metrics = totals.filter(pl.col("source") == "metrics").drop("source")
+    both = logs.join(
+        metrics, on=["table_set", "agent", "day", "model"], how="inner", suffix="_metrics", nulls_equal=True
+    )
+    differs = pl.any_horizontal(*[pl.col(c) != pl.col(f"{c}_metrics") for c in derive.TOKEN_COLUMNS])
+    mismatches = both.filter(differs) if both.height else both
+    return chosen.sort("time"), mismatches
+
+
+def load(store: UsageStore, filters: Filters) -> Usage:
+    calls = filters.apply(store.scan("model_calls")).collect()
+    activity = filters.apply(store.scan("activity")).collect().unique(subset=["fact_id"], keep="first").sort("time")
+    chosen, mismatches = select_sources(calls)
+    return Usage(chosen, activity, mismatches)
+
+
+def with_periods(frame: pl.DataFrame) -> pl.DataFrame:
+    day = pl.col("time").dt.date()
+    return frame.with_columns(
+        (day - pl.duration(days=pl.col("time").dt.weekday() - 1)).cast(pl.String).alias("week"),
+        pl.col("time").dt.strftime("%Y-%m").alias("month"),
+    )
+
+
+def cost_source(sources: pl.Expr) -> pl.Expr:
+    """A group's cost source: reported, estimated, mixed, or null when nothing is priced."""
+    known = sources.drop_nulls().unique()
+    return (
+        pl.when(known.len() == 0)
+        .then(pl.lit(None, pl.String))
+        .when(known.len() == 1)
+        .then(known.first())
+        .otherwise(pl.lit("mixed"))
+    )
+
+
+def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """One row per group: the JSON contract of ``otel-ingest usage --json``."""
+    frame = (
+        with_periods(calls)
+        if calls.height
+        else calls.with_columns(pl.lit(None, pl.String).alias("week"), pl.lit(None, pl.String).alias("month"))
+    )
+    aggregations = [
+        pl.col("calls").fill_null(0).sum().alias("calls"),
+        *[pl.col(c).fill_null(0).sum().alias(c) for c in derive.TOKEN_COLUMNS],
+        pl.when(pl.col("cost_usd").is_not_null().any()).then(pl.col("cost_usd").sum()).alias("cost_usd"),
+        cost_source(pl.col("cost_source")).alias("cost_source"),
+        pl.col("cost_usd").is_null().sum().cast(pl.Int64).alias("unpriced_calls"),
+    ]
+    result = frame.group_by(by).agg(aggregations).sort(by, nulls_last=True) if by else frame.select(aggregations)
+    return result
+
+
+def unpriced_models(calls: pl.DataFrame) -> pl.DataFrame:
+    """Models whose calls have no cost (unknown to genai-prices and the override file)."""
+    return (
+        calls.filter(pl.col("cost_usd").is_null())
+        .group_by("agent", "model")
+        .agg(pl.len().alias("rows"), pl.col("input_tokens").sum(), pl.col("output_tokens").sum())
+        .sort("agent", "model", nulls_last=True)
+    )
+
+
+def today() -> date:
+    return datetime.now(UTC).date()

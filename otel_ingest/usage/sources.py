@@ -1,0 +1,152 @@
+"""The raw tables of a warehouse and the data files each Delta version added.
+
+A refresh reads only the files that versions after its last one added: the ``add``
+actions with ``dataChange = true`` of each commit in ``_delta_log``. Compaction
+(``otel-ingest maintain``) rewrites files with ``dataChange = false``: their rows are
+already counted, so they are skipped. When a commit file has been cleaned from the log,
+or a version removed data, the table is read again in full (``Changes.full``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import deltalake
+import pyarrow.fs as pafs
+
+from otel_ingest.schema import SIGNALS, TABLE_SUFFIXES, Signal
+from otel_ingest.tables import TableName, Warehouse
+
+# Derived tables live here, outside any catalog.schema.table that clients can name.
+DERIVED_FOLDER = "_otel_ingest"
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One raw table of a table set."""
+
+    name: TableName
+    signal: Signal
+    table_set: str
+
+    @property
+    def key(self) -> str:
+        return str(self.name)
+
+
+@dataclass
+class Changes:
+    """What a refresh must read from one raw table: files added after ``since``."""
+
+    table: RawTable
+    since: int
+    version: int
+    files: list[str] = field(default_factory=list)
+    full: bool = False
+
+
+def filesystem(warehouse: Warehouse) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem for the warehouse and the root path within it."""
+    if warehouse.is_local:
+        return pafs.LocalFileSystem(), warehouse.root
+    options = {k.lower(): v for k, v in (warehouse.storage_options or {}).items()}
+    if warehouse.root.startswith(("s3://", "s3a://")):
+        endpoint = options.get("aws_endpoint_url") or options.get("aws_endpoint") or options.get("endpoint")
+        scheme = "https"
+        if endpoint and "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+        fs = pafs.S3FileSystem(
+            access_key=options.get("aws_access_key_id"),
+            secret_key=options.get("aws_secret_access_key"),
+            session_token=options.get("aws_session_token"),
+            region=options.get("aws_region") or options.get("region") or "us-east-1",
+            endpoint_override=endpoint,
+            scheme=scheme,
+        )
+        return fs, warehouse.root.split("://", 1)[1]
+    fs, root = pafs.FileSystem.from_uri(warehouse.root)
+    return fs, root
+
+
+def discover(warehouse: Warehouse) -> list[RawTable]:
+    """Every ``catalog/schema/<prefix>_otel_{logs,metrics,spans}`` Delta table."""
+    fs, root = filesystem(warehouse)
+    found: list[RawTable] = []
+    try:
+        catalogs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return found
+    for catalog in catalogs:
+        if catalog.type != pafs.FileType.Directory or catalog.base_name.startswith(("_", ".")):
+            continue
+        for schema in fs.get_file_info(pafs.FileSelector(catalog.path)):
+            if schema.type != pafs.FileType.Directory:
+                continue
+            for table in fs.get_file_info(pafs.FileSelector(schema.path)):
+                if table.type != pafs.FileType.Directory:
+                    continue
+                for signal in SIGNALS:
+                    suffix = TABLE_SUFFIXES[signal]
+                    if not table.base_name.endswith(suffix):
+                        continue
+                    log_dir = fs.get_file_info(f"{table.path}/_delta_log")
+                    if log_dir.type != pafs.FileType.Directory:
+                        continue
+                    try:
+                        name = TableName.parse(f"{catalog.base_name}.{schema.base_name}.{table.base_name}")
+                    except ValueError:
+                        continue
+                    prefix = f"{name.catalog}.{name.schema}.{name.table[: -len(suffix)]}"
+                    found.append(RawTable(name, signal, prefix))
+    return sorted(found, key=lambda t: t.key)
+
+
+def _join(location: str, relative: str) -> str:
+    if "://" in relative or relative.startswith("/"):
+        return relative
+    from urllib.parse import unquote
+
+    return f"{location.rstrip('/')}/{unquote(relative)}"
+
+
+def changes(warehouse: Warehouse, table: RawTable, since: int) -> Changes:
+    """Files added to ``table`` by versions after ``since`` (-1: none read yet)."""
+    location = warehouse.location(table.name)
+    delta = deltalake.DeltaTable(location, storage_options=warehouse.storage_options)
+    version = delta.version()
+    result = Changes(table, since, version)
+    if version <= since:
+        return result
+    if since < 0:
+        result.full = True
+        result.files = list(delta.file_uris())
+        return result
+    fs, _ = filesystem(warehouse)
+    log_path = location.split("://", 1)[1] if "://" in location else location
+    for each in range(since + 1, version + 1):
+        path = f"{log_path}/_delta_log/{each:020d}.json"
+        try:
+            with fs.open_input_stream(path) as stream:
+                text = stream.read().decode("utf-8")
+        except (FileNotFoundError, OSError):
+            # The commit was cleaned from the log: read the whole table again.
+            return Changes(table, since, version, list(delta.file_uris()), full=True)
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            add = action.get("add")
+            if add and add.get("dataChange", True):
+                result.files.append(_join(location, add["path"]))
+            remove = action.get("remove")
+            if remove and remove.get("dataChange", True):
+                return Changes(table, since, version, list(delta.file_uris()), full=True)
+    return result
+
+
+def derived_location(warehouse: Warehouse, name: str) -> str:
+    if warehouse.is_local:
+        return os.path.join(warehouse.root, DERIVED_FOLDER, "usage", name)
+    return f"{warehouse.root}/{DERIVED_FOLDER}/usage/{name}"

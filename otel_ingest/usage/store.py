@@ -1,0 +1,258 @@
+"""The derived usage tables, refreshed incrementally and safely from many processes.
+
+Three Delta tables under ``<warehouse>/_otel_ingest/usage/``: ``model_calls`` and
+``activity`` (partitioned by ``day``) and ``points`` (each CUMULATIVE series' last value).
+Each commit carries one Delta app transaction per raw table it covers —
+``app_id = "otel-ingest-usage:<catalog.schema.table>"``, ``version`` = the raw table's
+version read — like the ingestion writer's commits. So:
+
+* a refresh reads only the files the raw table's versions after that one added;
+* a refresh that crashes before committing is simply redone;
+* two refreshers that read the same versions race for the same app ids: Delta rejects
+  the second commit (concurrent transaction), which then finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import deltalake
+import polars as pl
+
+from otel_ingest.tables import Warehouse
+from otel_ingest.usage import derive
+from otel_ingest.usage.pricing import Pricer, Usage
+from otel_ingest.usage.sources import Changes, RawTable, changes, derived_location, discover
+
+log = logging.getLogger("otel_ingest.usage")
+
+APP_PREFIX = "otel-ingest-usage:"
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "model_calls": derive.MODEL_CALLS,
+    "activity": derive.ACTIVITY,
+    "points": derive.POINTS,
+}
+# Commit order: the facts first, the cumulative points last, so the points are never
+# ahead of the facts derived from them.
+COMMIT_ORDER = ("model_calls", "activity", "points")
+COMMIT_ATTEMPTS = 5
+
+
+@dataclass
+class RefreshResult:
+    raw_tables: int = 0
+    files_read: int = 0
+    rows_read: int = 0
+    added: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    attempts: int = 1
+
+
+def app_id(table: RawTable) -> str:
+    return APP_PREFIX + table.key
+
+
+class UsageStore:
+    """Reads and refreshes the derived tables of one warehouse."""
+
+    def __init__(self, warehouse: Warehouse, pricer: Pricer | None = None) -> None:
+        self.warehouse = warehouse
+        self.pricer = pricer or Pricer()
+
+    def location(self, name: str) -> str:
+        return derived_location(self.warehouse, name)
+
+    def _open(self, name: str) -> deltalake.DeltaTable:
+        location = self.location(name)
+        options = self.warehouse.storage_options
+        if deltalake.DeltaTable.is_deltatable(location, options):
+            return deltalake.DeltaTable(location, storage_options=options)
+        if self.warehouse.is_local:
+            import os
+
+            os.makedirs(location, exist_ok=True)
+        schema = derive.empty(TABLES[name]).to_arrow().schema
+        try:
+            return deltalake.DeltaTable.create(
+                location,
+                schema,
+                mode="ignore",
+                partition_by=["day"],
+                storage_options=options,
+                name=f"usage_{name}",
+            )
+        except Exception:
+            if not deltalake.DeltaTable.is_deltatable(location, options):
+                raise
+            return deltalake.DeltaTable(location, storage_options=options)
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        """The derived table (empty if it does not exist yet)."""
+        location = self.location(name)
+        if not deltalake.DeltaTable.is_deltatable(location, self.warehouse.storage_options):
+            return derive.empty(TABLES[name]).lazy()
+        return pl.scan_delta(location, storage_options=self.warehouse.storage_options)
+
+    # ----------------------------------------------------------------- refresh
+
+    def refresh(self) -> RefreshResult:
+        """Bring the derived tables up to the raw tables' current versions."""
+        started = time.perf_counter()
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                result = self._refresh_once()
+            except Exception as error:
+                if "concurrent" not in str(error).lower() or attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.info("Another refresh committed first (%s); looking again.", error)
+                continue
+            result.attempts = attempt
+            result.seconds = time.perf_counter() - started
+            return result
+        raise AssertionError("unreachable")
+
+    def _refresh_once(self) -> RefreshResult:
+        result = RefreshResult()
+        derived = {name: self._open(name) for name in COMMIT_ORDER}
+        pending: dict[str, list[pl.DataFrame]] = {name: [] for name in COMMIT_ORDER}
+        transactions: dict[str, list[deltalake.Transaction]] = {name: [] for name in COMMIT_ORDER}
+        rebuilds: list[tuple[RawTable, dict[str, pl.DataFrame], int]] = []
+        for table in discover(self.warehouse):
+            result.raw_tables += 1
+            progress = {name: derived[name].transaction_version(app_id(table)) for name in COMMIT_ORDER}
+            for since in sorted({-1 if v is None else v for v in progress.values()}):
+                targets = [n for n in COMMIT_ORDER if (-1 if progress[n] is None else progress[n]) == since]
+                found = changes(self.warehouse, table, since)
+                if found.version <= since:
+                    continue
+                frames = self._derive(found, derived["points"])
+                result.files_read += len(found.files)
+                result.rows_read += frames.pop("_rows").height
+                if found.full and since >= 0:
+                    rebuilds.append((table, {n: frames[n] for n in targets}, found.version))
+                    continue
+                for name in targets:
+                    pending[name].append(frames[name])
+                    transactions[name].append(deltalake.Transaction(app_id=app_id(table), version=found.version))
+        for table, frames, version in rebuilds:
+            for name in COMMIT_ORDER:
+                if name in frames:
+                    self._commit(
+                        derived[name], frames[name], [deltalake.Transaction(app_id(table), version)], replace=table.key
+                    )
+                    result.added[name] = result.added.get(name, 0) + frames[name].height
+        for name in COMMIT_ORDER:
+            if not transactions[name]:
+                continue
+            frame = pl.concat(pending[name], how="vertical") if pending[name] else derive.empty(TABLES[name])
+            if name != "points":
+                frame = self._new_facts(frame, name)
+            self._commit(derived[name], frame, transactions[name])
+            result.added[name] = result.added.get(name, 0) + frame.height
+        return result
+
+    def _read(self, found: Changes) -> pl.DataFrame:
+        if not found.files:
+            return pl.DataFrame()
+        return pl.read_parquet(found.files, storage_options=self.warehouse.storage_options, hive_partitioning=False)
+
+    def _derive(self, found: Changes, points: deltalake.DeltaTable) -> dict[str, pl.DataFrame]:
+        raw = self._read(found)
+        table = found.table
+        context = derive.Context(table.table_set, table.key)
+        calls, activity, latest = (
+            derive.empty(derive.MODEL_CALLS),
+            derive.empty(derive.ACTIVITY),
+            derive.empty(derive.POINTS),
+        )
+        if raw.height:
+            if table.signal == "logs":
+                calls, activity = derive.from_logs(raw, context)
+            elif table.signal == "traces":
+                calls = derive.from_spans(raw, context)
+            else:
+                previous = derive.empty(derive.POINTS)
+                if not found.full or found.since < 0:
+                    previous = (
+                        (
+                            pl.scan_delta(points.table_uri, storage_options=self.warehouse.storage_options)
+                            .filter(pl.col("source_table") == table.key)
+                            .sort("time_ns")
+                            .group_by("series_id")
+                            .last()
+                            .collect()
+                        )
+                        if points.version() > 0
+                        else previous
+                    )
+                calls, activity, latest = derive.from_metrics(raw, context, previous)
+        return {
+            "model_calls": self.price(calls),
+            "activity": activity,
+            "points": latest,
+            "_rows": pl.DataFrame({"n": [0] * raw.height}),
+        }
+
+    def price(self, calls: pl.DataFrame) -> pl.DataFrame:
+        """Estimate the cost of calls that carry none (and reprice where an override says so)."""
+        if not calls.height:
+            return calls
+        keys = ["agent", "model", "day", *derive.TOKEN_COLUMNS[:4]]
+        needs = calls.filter(pl.col("cost_usd").is_null() | pl.col("model").is_not_null()).select(keys).unique()
+        costs: list[float | None] = []
+        replace: list[bool] = []
+        for row in needs.iter_rows(named=True):
+            usage = Usage(
+                row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"], row["output_tokens"]
+            )
+            costs.append(self.pricer.estimate(row["agent"], row["model"], row["day"], usage))
+            override = self.pricer.override(row["agent"], row["model"]) if row["model"] else None
+            replace.append(bool(override and override.replace_reported))
+        priced = needs.with_columns(
+            pl.Series("_estimate", costs, dtype=pl.Float64), pl.Series("_replace", replace, dtype=pl.Boolean)
+        )
+        joined = calls.join(priced, on=keys, how="left", nulls_equal=True)
+        use_estimate = pl.col("cost_usd").is_null() | pl.col("_replace").fill_null(False)
+        joined = joined.with_columns(
+            pl.when(use_estimate).then(pl.col("_estimate")).otherwise(pl.col("cost_usd")).alias("cost_usd"),
+            pl.when(use_estimate)
+            .then(pl.when(pl.col("_estimate").is_not_null()).then(pl.lit("estimated")))
+            .otherwise(pl.col("cost_source"))
+            .alias("cost_source"),
+        )
+        return joined.select(list(derive.MODEL_CALLS))
+
+    def _new_facts(self, frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        """Drop facts already stored (a record an exporter sent twice counts once)."""
+        frame = frame.unique(subset=["fact_id"], keep="first", maintain_order=True)
+        if not frame.height:
+            return frame
+        days = frame["day"].unique().to_list()
+        existing = self.scan(name).filter(pl.col("day").is_in(days)).select("fact_id").collect()
+        if not existing.height:
+            return frame
+        return frame.join(existing, on="fact_id", how="anti")
+
+    def _commit(
+        self,
+        table: deltalake.DeltaTable,
+        frame: pl.DataFrame,
+        transactions: list[deltalake.Transaction],
+        replace: str | None = None,
+    ) -> None:
+        properties = deltalake.CommitProperties(app_transactions=transactions)
+        data = frame.to_arrow()
+        if replace is not None:
+            deltalake.write_deltalake(
+                table,
+                data,
+                mode="overwrite",
+                predicate=f"source_table = '{replace}'",
+                commit_properties=properties,
+                partition_by=["day"],
+            )
+        else:
+            deltalake.write_deltalake(table, data, mode="append", commit_properties=properties, partition_by=["day"])
+        table.update_incremental()
