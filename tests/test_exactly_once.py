@@ -1,0 +1,171 @@
+"""Exactly-once when storage fails *after* a commit has landed (the ambiguous failure).
+
+A real server writes to a real S3 server (moto) through ``faults.FaultProxy``, which
+forwards the PUT of a Delta commit file (``_delta_log/<version>.json``) to moto, so the
+commit really lands, and then loses the answer: the connection is reset, or a 503 comes
+back. The writer cannot tell a lost answer from a failed write; it must ask the table
+(its Delta ``txn`` id) before retrying, on every attempt including the last, or the
+rows are stored twice: once by the landed commit and again by the retry, or by the
+client resending after a 503. The rows are read back from moto directly with polars.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from faults import COMMIT_PUT, FaultProxy
+from load import PREFIX, TABLE, logs_body
+
+from otel_ingest import writer
+from support import Server, free_port
+
+BUCKET = "otel-exactly-once"
+HEADERS = {"content-type": "application/x-protobuf", "x-databricks-uc-table-name": TABLE}
+
+
+def _options(endpoint: str) -> dict[str, str]:
+    return {
+        "aws_endpoint_url": endpoint,
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "aws_region": "us-east-1",
+        "aws_allow_http": "true",
+    }
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    """A moto S3 server on a free loopback port, with the bucket made; yields its endpoint."""
+    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    if executable is None:
+        pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
+    port = free_port()
+    process = subprocess.Popen(
+        [executable, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)  # moto is still starting: poll until it answers
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture
+def proxy(moto: str) -> Iterator[FaultProxy]:
+    with FaultProxy(moto) as running:
+        yield running
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> str:
+    return f"s3://{BUCKET}/wh-{tmp_path.name}-{time.monotonic_ns()}"
+
+
+@pytest.fixture
+def server(proxy: FaultProxy, warehouse: str, tmp_path: Path) -> Iterator[Server]:
+    """A server whose warehouse is on S3, reached only through the fault proxy."""
+    env = {
+        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    running = Server(tmp_path / "unused", "--create-tables", PREFIX, env=env, warehouse_uri=warehouse)
+    yield running
+    running.stop()
+
+
+def stored(moto: str, warehouse: str) -> Counter[str]:
+    """How often each ``seq`` is in the table, read from moto itself (not through the proxy)."""
+    frame = pl.read_delta(f"{warehouse}/{TABLE.replace('.', '/')}", storage_options=_options(moto))
+    return Counter(frame["attributes"].map.get("seq").to_list())
+
+
+def send_until_answered(server: Server, body: bytes, attempts: int = 5) -> list[int]:
+    """Send like an OTLP exporter: resend the same body on 503 (retryable), stop at anything else."""
+    statuses = []
+    for _ in range(attempts):
+        status = server.post("/v1/logs", body, HEADERS).status_code
+        statuses.append(status)
+        if status != 503:
+            break
+    return statuses
+
+
+def _landed_but_lost(proxy: FaultProxy) -> list[str]:
+    """The commit PUTs that reached moto and were stored (200) while the server was told otherwise."""
+    return [e.path for e in proxy.events if e.faulted in ("reset", "status") and e.upstream_status == 200]
+
+
+@pytest.mark.parametrize(("mode", "status"), [("reset", 0), ("status", 503)], ids=["connection-reset", "503"])
+def test_commit_whose_answer_is_lost_is_stored_once(
+    moto: str, proxy: FaultProxy, warehouse: str, server: Server, mode: str, status: int
+) -> None:
+    """The first attempt's commit lands but its answer is lost (a middle attempt): the retry
+    must find it through the txn id and answer 200 without writing the rows again."""
+    seqs = [f"lost-answer-{k}" for k in range(7)]
+    proxy.fail(COMMIT_PUT, times=1, mode=mode, status=status or 503)  # type: ignore[arg-type]
+    statuses = send_until_answered(server, logs_body(seqs))
+    assert _landed_but_lost(proxy), f"the fault never fired: {proxy.events}"
+    counts = stored(moto, warehouse)
+    assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
+    assert statuses[-1] == 200, statuses
+    # The table still takes writes afterwards.
+    assert send_until_answered(server, logs_body(["after"])) == [200]
+    assert stored(moto, warehouse)["after"] == 1
+
+
+def test_commit_landing_on_the_final_attempt_is_stored_once(
+    moto: str, proxy: FaultProxy, warehouse: str, server: Server
+) -> None:
+    """Every attempt but the last fails plainly (the store refuses the commit: nothing lands),
+    and the last one lands but its answer is lost. Without a check after that final failure
+    the server answers 503 for rows it has stored, and the client's resend stores them twice."""
+    attempts = writer.COMMIT_ATTEMPTS
+    seqs = [f"last-attempt-{k}" for k in range(5)]
+    # 403 is not retried inside the object-store client, so each refusal is one writer attempt.
+    proxy.fail(COMMIT_PUT, times=attempts - 1, mode="refuse", status=403)
+    proxy.fail(COMMIT_PUT, times=1, mode="reset")
+    statuses = send_until_answered(server, logs_body(seqs))
+    refused = [e for e in proxy.events if e.faulted == "refuse"]
+    assert len(refused) == attempts - 1, proxy.events
+    assert len(_landed_but_lost(proxy)) == 1, f"the final attempt did not land: {proxy.events}"
+    counts = stored(moto, warehouse)
+    assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
+    assert statuses[-1] == 200, statuses
+
+
+def test_commit_that_never_lands_is_503_and_the_resend_is_stored_once(
+    moto: str, proxy: FaultProxy, warehouse: str, server: Server
+) -> None:
+    """The unambiguous failure, for contrast: every attempt is refused, nothing lands, the
+    client gets a retryable 503, and its resend is stored exactly once."""
+    seqs = [f"refused-{k}" for k in range(3)]
+    proxy.fail(COMMIT_PUT, times=writer.COMMIT_ATTEMPTS, mode="refuse", status=403)
+    statuses = send_until_answered(server, logs_body(seqs))
+    assert statuses == [503, 200], statuses
+    assert stored(moto, warehouse) == Counter(dict.fromkeys(seqs, 1))
