@@ -1,0 +1,182 @@
+"""Content encodings, size limits and the buffer budget of the wire layer, in process
+(issue 10: seeded bugs that the server-level tests let through).
+
+``Content-Encoding: gzip, zstd`` means gzip was applied first: it is undone in reverse.
+Every coding is bounded *after* decompression exactly at the limit. An announced
+Content-Length that the buffer could not hold is refused before a byte is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import zstandard
+
+from otel_ingest import wire
+from otel_ingest.budget import MemoryBudget
+from otel_ingest.errors import DecodeError, PayloadTooLarge, RequestTimeout, Unavailable, UnsupportedMediaType
+
+LIMIT = 100_000
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+CODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "x-gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "raw-deflate": lambda data: _raw_deflate(data),
+    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+    "identity": lambda data: data,
+}
+
+
+def _header(name: str) -> str:
+    return "deflate" if name == "raw-deflate" else name
+
+
+@pytest.mark.parametrize("coding", list(CODERS))
+def test_each_coding_is_bounded_exactly_at_the_limit(coding: str) -> None:
+    """Output of exactly LIMIT bytes passes; one byte more is 413, in every coding."""
+    exact = bytes(range(256)) * (LIMIT // 256) + b"x" * (LIMIT % 256)
+    assert len(exact) == LIMIT
+    encode = CODERS[coding]
+    assert wire.decompress(encode(exact), _header(coding), LIMIT) == exact
+    if coding == "identity":
+        return  # identity is bounded by read_body, as sent
+    with pytest.raises(PayloadTooLarge, match="after decompression"):
+        wire.decompress(encode(exact + b"!"), _header(coding), LIMIT)
+
+
+def test_codings_are_undone_in_reverse_order() -> None:
+    body = b"the payload " * 1000
+    gzipped_then_zstd = zstandard.ZstdCompressor().compress(gzip.compress(body))
+    assert wire.decompress(gzipped_then_zstd, "gzip, zstd", LIMIT) == body
+    zstd_then_deflate = zlib.compress(zstandard.ZstdCompressor().compress(body))
+    assert wire.decompress(zstd_then_deflate, "zstd,deflate", LIMIT) == body
+    # Listed the wrong way round, the same bytes are not valid data for the outer coding.
+    with pytest.raises(DecodeError, match="not valid gzip data"):
+        wire.decompress(gzipped_then_zstd, "zstd, gzip", LIMIT)
+
+
+def test_layered_codings_are_bounded_at_every_layer() -> None:
+    """A small outer layer that inflates past the limit inside is refused."""
+    inner = gzip.compress(bytes(LIMIT + 1))
+    with pytest.raises(PayloadTooLarge, match="after decompression"):
+        wire.decompress(zstandard.ZstdCompressor().compress(inner), "gzip, zstd", LIMIT)
+
+
+def test_concatenated_gzip_members_and_zstd_frames_are_one_body() -> None:
+    assert wire.decompress(gzip.compress(b"ab") + gzip.compress(b"cd"), "gzip", LIMIT) == b"abcd"
+    frames = [zstandard.ZstdCompressor().compress(part) for part in (b"ab", b"", bytes(5000), b"cd")]
+    assert wire.decompress(b"".join(frames), "zstd", LIMIT) == b"ab" + bytes(5000) + b"cd"
+
+
+def test_a_truncated_zstd_body_is_an_error_not_an_empty_export() -> None:
+    """zstandard's stream reader returns what it has when the input ends inside a frame:
+    half a body became an empty export, answered 200 with nothing stored."""
+    whole = zstandard.ZstdCompressor().compress(b"some bytes " * 500)
+    for cut in (1, len(whole) // 2, len(whole) - 1):
+        with pytest.raises(DecodeError, match="truncated"):
+            wire.decompress(whole[:cut], "zstd", LIMIT)
+
+
+def test_truncated_streams_are_decode_errors() -> None:
+    for coding in ("gzip", "deflate", "zstd"):
+        whole = CODERS[coding](b"some bytes " * 500)
+        with pytest.raises(DecodeError, match=f"not valid {coding} data"):
+            wire.decompress(whole[: len(whole) // 2], coding, LIMIT)
+
+
+def test_unknown_coding_is_415_and_empty_bodies_pass() -> None:
+    with pytest.raises(UnsupportedMediaType, match="'br' is not supported"):
+        wire.decompress(b"x", "br", LIMIT)
+    assert wire.decompress(b"", "gzip", LIMIT) == b""
+    assert wire.decompress(b"", "identity", LIMIT) == b""
+
+
+class Chunks:
+    """An async body that counts what was read from it."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.read = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.read += 1
+            yield chunk
+
+
+def _read(chunks: Chunks, content_length: str | None, limit: int, budget: MemoryBudget) -> bytes:
+    async def run() -> bytes:
+        with budget.reservation() as held:
+            return await wire.read_body(chunks.__aiter__(), content_length, limit, held, idle_timeout=5)
+
+    return asyncio.run(run())
+
+
+def test_announced_length_over_the_whole_buffer_is_refused_before_reading() -> None:
+    body = Chunks(b"x" * 10)
+    with pytest.raises(PayloadTooLarge, match="more than the server's whole buffer of 500 bytes"):
+        _read(body, "1000", LIMIT, MemoryBudget(500))
+    assert body.read == 0
+
+
+def test_announced_length_the_buffer_cannot_hold_now_is_503_before_reading() -> None:
+    budget = MemoryBudget(1000)
+    other = budget.reservation()
+    other.resize(800)  # earlier requests hold 800 of 1,000 bytes
+    body = Chunks(b"x" * 10)
+    with pytest.raises(Unavailable, match="holding 800 bytes for earlier requests"):
+        _read(body, "300", LIMIT, budget)
+    assert body.read == 0
+    assert _read(Chunks(b"x" * 150), "150", LIMIT, budget) == b"x" * 150  # what fits is read
+    assert budget.used == 800  # and released once done
+
+
+def test_announced_length_over_the_limit_is_413_before_reading() -> None:
+    body = Chunks(b"x")
+    with pytest.raises(PayloadTooLarge, match=r"\(Content-Length\)"):
+        _read(body, str(LIMIT + 1), LIMIT, MemoryBudget(10 * LIMIT))
+    assert body.read == 0
+    assert _read(Chunks(b"x" * LIMIT), str(LIMIT), LIMIT, MemoryBudget(10 * LIMIT)) == b"x" * LIMIT
+
+
+def test_body_sent_past_the_limit_is_413_and_what_arrives_is_held() -> None:
+    budget = MemoryBudget(10 * LIMIT)
+    with pytest.raises(PayloadTooLarge, match="as sent"):
+        _read(Chunks(b"x" * LIMIT, b"y"), None, LIMIT, budget)
+    assert budget.used == 0
+
+    async def holding() -> int:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"x" * 300
+            yield b"x" * 200
+
+        with budget.reservation() as held:
+            await wire.read_body(chunks(), "1000", LIMIT, held, idle_timeout=5)
+            return held.size
+
+    assert asyncio.run(holding()) == 500  # announced 1,000, holds what arrived
+
+
+def test_stalled_body_times_out() -> None:
+    async def run() -> None:
+        async def stalled() -> AsyncIterator[bytes]:
+            yield b"x"
+            await asyncio.Event().wait()
+            yield b""
+
+        with MemoryBudget(LIMIT).reservation() as held:
+            await wire.read_body(stalled(), None, LIMIT, held, idle_timeout=0.05)
+
+    with pytest.raises(RequestTimeout, match="after 1 bytes"):
+        asyncio.run(run())
