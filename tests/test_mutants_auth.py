@@ -1,0 +1,160 @@
+"""Grants and rate limits of the token file, in process (issue 10: seeded bugs that survived).
+
+Grants are glob patterns matched with ``fnmatch`` (``*``, ``?``, ``[...]`` anywhere),
+against the whole lower-cased name: a pattern that is a prefix of a longer name does
+not match it. Rate-limit state survives a token-file reload for principals whose limits
+did not change, and starts afresh for those whose limits did. The token file is a real
+file on disk, re-read by the real ``Authenticator``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from otel_ingest import auth
+from otel_ingest.auth import Authenticator, Principal, bearer_token
+from otel_ingest.errors import Forbidden, RateLimited, Unauthorized
+from otel_ingest.tables import TableName
+
+TOKEN = "a-token-of-at-least-16-chars"
+OTHER = "another-token-16-chars-long"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "table", "granted"),
+    [
+        ("main.telemetry.claude_*", "main.telemetry.claude_otel_logs", True),
+        ("main.telemetry.claude_otel_log?", "main.telemetry.claude_otel_logs", True),
+        ("main.telemetry.claude_otel_log?", "main.telemetry.claude_otel_log", False),
+        ("main.telemetry.[cg]*_otel_logs", "main.telemetry.gemini_otel_logs", True),
+        ("main.telemetry.[cg]*_otel_logs", "main.telemetry.codex_otel_logs", True),
+        ("main.telemetry.[!c]*_otel_logs", "main.telemetry.codex_otel_logs", False),
+        ("main.*.claude_otel_logs", "main.telemetry.claude_otel_logs", True),
+        ("main.*.claude_otel_logs", "main.telemetry.claude_otel_spans", False),
+        ("*_otel_spans", "dev.x.codex_otel_spans", True),
+        # A pattern without wildcards is a whole name, not a prefix of longer names.
+        ("main.telemetry.claude", "main.telemetry.claude_otel_logs", False),
+        ("main.telemetry.claude_otel_logs", "main.telemetry.claude_otel_logs", True),
+        ("main.telemetry.claude_otel_logs", "main.telemetry.claude_otel_logs_v2", False),
+        ("main.telemetry.*", "main.telemetryx.a", False),
+        ("MAIN.Telemetry.*", "main.telemetry.a", True),  # patterns are lower-cased on load
+    ],
+)
+def test_grant_patterns_are_globs_over_the_whole_name(tmp_path: Path, pattern: str, table: str, granted: bool) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = ["{pattern}"]\n')
+    authenticator = Authenticator(str(path))
+    principal = authenticator.authenticate(f"Bearer {TOKEN}")
+    assert principal.may_write(TableName.parse(table)) is granted
+    if granted:
+        authenticator.authorize(principal, TableName.parse(table))
+    else:
+        with pytest.raises(Forbidden, match="may not write table"):
+            authenticator.authorize(principal, TableName.parse(table))
+
+
+def _limits_file(path: Path, requests_per_second: float, other_rps: float = 1) -> None:
+    path.write_text(
+        f'[[principals]]\nname = "steady"\ntoken = "{TOKEN}"\ntables = ["*"]\n'
+        f"requests_per_second = {requests_per_second}\nburst_seconds = 1\n\n"
+        f'[[principals]]\nname = "changing"\ntoken = "{OTHER}"\ntables = ["*"]\n'
+        f"requests_per_second = {other_rps}\nburst_seconds = 1\n"
+    )
+
+
+def _reload(authenticator: Authenticator, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next authenticate() notice the rewritten file at once (no 1 s wait)."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    monkeypatch.setattr(auth, "RELOAD_CHECK_SECONDS", 0.0)
+
+
+def test_rate_limit_state_survives_a_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unrelated edit of the token file does not hand every principal a fresh burst;
+    a principal whose limit changed starts afresh under its new limit."""
+    path = tmp_path / "tokens.toml"
+    _limits_file(path, 0.001, other_rps=0.001)  # one request, then none for ~17 minutes
+    authenticator = Authenticator(str(path))
+    for token in (TOKEN, OTHER):
+        principal = authenticator.authenticate(f"Bearer {token}")
+        authenticator.admit(principal)
+        with pytest.raises(RateLimited):
+            authenticator.admit(principal)
+
+    _limits_file(path, 0.001, other_rps=0.002)  # only "changing" gets a new limit
+    _reload(authenticator, path, monkeypatch)
+    steady = authenticator.authenticate(f"Bearer {TOKEN}")
+    changing = authenticator.authenticate(f"Bearer {OTHER}")
+    assert [p.name for p in authenticator.principals] == ["steady", "changing"]
+    assert changing.requests_per_second == 0.002
+    with pytest.raises(RateLimited, match="'steady' is over its requests per second limit"):
+        authenticator.admit(steady)
+    authenticator.admit(changing)  # a new limit: a new, full bucket
+
+
+def test_byte_rate_state_survives_a_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tokens.toml"
+    text = (
+        f'[[principals]]\nname = "b"\ntoken = "{TOKEN}"\ntables = ["*"]\nbytes_per_second = 1000\nburst_seconds = 1\n'
+    )
+    path.write_text(text)
+    authenticator = Authenticator(str(path))
+    principal = authenticator.authenticate(f"Bearer {TOKEN}")
+    authenticator.admit(principal, 1000)
+    with pytest.raises(RateLimited, match="bytes per second"):
+        authenticator.admit(principal, 1000)
+    path.write_text(text + '\n[[principals]]\nname = "new"\ntoken = "' + OTHER + '"\ntables = ["*"]\n')
+    _reload(authenticator, path, monkeypatch)
+    with pytest.raises(RateLimited, match="bytes per second"):
+        authenticator.admit(authenticator.authenticate(f"Bearer {TOKEN}"), 1000)
+    authenticator.authenticate(f"Bearer {OTHER}")  # the new principal is in force
+
+
+def test_a_broken_reload_keeps_the_principals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tokens.toml"
+    _limits_file(path, 5)
+    authenticator = Authenticator(str(path))
+    path.write_text("[[principals]]\nname = 'x'\n")
+    _reload(authenticator, path, monkeypatch)
+    assert authenticator.authenticate(f"Bearer {TOKEN}").name == "steady"
+    with pytest.raises(Unauthorized):
+        authenticator.authenticate("Bearer not-a-token-anyone-has")
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    principal = Principal(name="p", token_sha256=b"", tables=("*",), requests_per_second=2, burst_seconds=1.5)
+    assert principal.requests is not None and principal.requests.capacity == 3
+    for _ in range(3):
+        Authenticator.admit(principal)
+    with pytest.raises(RateLimited) as refused:
+        Authenticator.admit(principal)
+    assert 0 < refused.value.retry_after <= 0.5  # one token at 2 per second
+
+
+def test_a_take_larger_than_the_bucket_is_allowed_from_full_and_leaves_debt() -> None:
+    principal = Principal(name="p", token_sha256=b"", tables=("*",), bytes_per_second=100, burst_seconds=1)
+    Authenticator.admit(principal, 250)  # bigger than the 100-byte bucket, but it is full
+    with pytest.raises(RateLimited) as refused:
+        Authenticator.admit(principal, 10)
+    assert refused.value.retry_after > 1.5  # 150 bytes of debt plus 10, at 100 per second
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer   abc  ", "abc"),
+        ("Bearer%20abc", "abc"),
+        ("BEARER%20a%2Fb", "a/b"),
+        ("Basic abc", None),
+        ("Bearer ", None),
+        ("Bearer", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer_token_forms(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
