@@ -139,6 +139,10 @@ class Ingest:
         return TableName.parse(raw)
 
     async def __call__(self, request: Request) -> Response:
+        with self.services.monitoring.requests_in_flight.track_inprogress():
+            return await self._answer(request)
+
+    async def _answer(self, request: Request) -> Response:
         started = time.perf_counter()
         services = self.services
         content_type = request.headers.get("content-type")

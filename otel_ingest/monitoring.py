@@ -50,6 +50,9 @@ class Monitoring:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.requests_in_flight = Gauge(
+            "otel_ingest_requests_in_flight", "Export requests received and not yet answered.", registry=r
+        )
         self.buffered_bytes = Gauge(
             "otel_ingest_buffered_bytes", "Bytes held for requests not yet answered.", registry=r
         )

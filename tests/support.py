@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,24 @@ class Server:
             code = self.process.wait()
         self._log.close()
         return code
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60, every: float = 0.02) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds.
+    Tests wait for a state this way, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+def metric(server: Server, name: str) -> float:
+    """The value of an unlabelled sample in the server's /metrics."""
+    for line in server.client.get("/metrics").text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
 
 
 def table_path(warehouse: Path, name: str) -> Path:

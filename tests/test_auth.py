@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import time
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 from test_cli import run_cli
 
-from support import Server, load_captures, row_count
+from support import Server, load_captures, row_count, wait_until
 
 CLAUDE_TOKEN = "claude-token-0123456789abcdef"
 CODEX_TOKEN = "codex-token-fedcba9876543210"
@@ -114,18 +114,30 @@ def test_token_file_reloads_without_restart(secured: Server, tmp_path: Path) -> 
     assert _post(secured, f"Bearer {CODEX_TOKEN}", table=LOGS).status_code == 403
     path = tmp_path / "tokens.toml"
     text = path.read_text().replace('"main.telemetry.codex_otel_logs"', '"main.telemetry.*"')
-    time.sleep(0.05)
-    path.write_text(text)
-    deadline = time.monotonic() + 10
-    while (status := _post(secured, f"Bearer {CODEX_TOKEN}", table=LOGS).status_code) == 403:
-        assert time.monotonic() < deadline, "the new grant was not picked up"
-        time.sleep(0.2)
-    assert status == 200
+    _rewrite(path, text)
+    wait_until(
+        lambda: _post(secured, f"Bearer {CODEX_TOKEN}", table=LOGS).status_code != 403,
+        "the new grant to be picked up",
+        every=0.2,
+    )
+    assert _post(secured, f"Bearer {CODEX_TOKEN}", table=LOGS).status_code == 200
     # A broken file keeps the principals in force and says so in the log.
-    path.write_text("[[principals]]\nname = 'x'\n")
-    time.sleep(1.5)
-    assert _post(secured, f"Bearer {CLAUDE_TOKEN}").status_code == 200
-    assert "Keeping the 2 principals loaded before" in secured.log()
+    _rewrite(path, "[[principals]]\nname = 'x'\n")
+    wait_until(
+        lambda: (
+            _post(secured, f"Bearer {CLAUDE_TOKEN}").status_code == 200
+            and "Keeping the 2 principals loaded before" in secured.log()
+        ),
+        "the broken token file to be noticed",
+        every=0.2,
+    )
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Write ``text`` with a modification time surely different from the last one."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))
 
 
 def test_rate_limits(start_server: Callable[..., Server], tmp_path: Path) -> None:

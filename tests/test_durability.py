@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from load import PREFIX, TABLE, Load, logs_body
 
-from support import Server, peak_rss, read_table, table_path
+from support import Server, metric, peak_rss, read_table, table_path, wait_until
 
 FAST_COMMITS = ("--create-tables", PREFIX, "--commit-max-delay", "0.02")
 
@@ -150,7 +150,8 @@ def test_sigterm_answers_requests_in_flight(start_server: Callable[..., Server])
     first = Load([server.url], clients=1, records=10, max_requests=1, tag="first").start().join()
     assert first.statuses == Counter({200: 1})
     load = Load([server.url], clients=8, records=10, max_requests=1).start()
-    time.sleep(1.0)  # the eight requests are now queued, waiting for the next commit
+    # Wait for the server to hold all eight (queued for the next commit), however loaded the machine.
+    wait_until(lambda: metric(server, "otel_ingest_requests_in_flight") == 8, "eight requests in flight")
     assert not load.result.acked
     server.process.send_signal(signal.SIGTERM)
     result = load.join()

@@ -38,7 +38,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otel_ingest import otlp_json
 from otel_ingest.flatten.common import MAX_ANY_VALUE_DEPTH
-from support import Server, export_reply, load_captures, peak_rss, read_table
+from support import Server, export_reply, load_captures, metric, peak_rss, read_table, wait_until
 
 LOGS = "main.telemetry.claude_otel_logs"
 METRICS = "main.telemetry.claude_otel_metrics"
@@ -255,7 +255,8 @@ def test_stalled_body_is_408_and_holds_no_budget(start_server: Callable[..., Ser
             b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\n"
             b"x-databricks-uc-table-name: " + LOGS.encode() + b"\r\ncontent-length: 12000000\r\n\r\n" + b"\n" * 1000
         )
-        time.sleep(0.3)  # the stalled request announced 12,000,000 of the 12 MiB but holds 1,000
+        # The stalled request announced 12,000,000 of the 12 MiB but holds the 1,000 bytes sent.
+        wait_until(lambda: metric(server, "otel_ingest_buffered_bytes") == 1000, "the stalled request's 1,000 bytes")
         beside = post(server, "logs", normal.SerializeToString())
         answer = _read_until_closed(stalled)
     assert beside.status_code == 200, beside.text
@@ -271,10 +272,9 @@ def test_client_hanging_up_midway_is_logged_as_499_not_an_error(server: Server) 
             b"POST /v1/logs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-protobuf\r\n"
             b"x-databricks-uc-table-name: " + LOGS.encode() + b"\r\ncontent-length: 1000\r\n\r\n" + b"\n" * 10
         )
-        time.sleep(0.3)
-    deadline = time.monotonic() + 10
-    while "status=499" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        # Hang up only once the server is reading the body (it holds the 10 bytes sent).
+        wait_until(lambda: metric(server, "otel_ingest_buffered_bytes") == 10, "the body to be read")
+    wait_until(lambda: "status=499" in server.log(), "the 499 in the access log", timeout=10)
     assert f"table={LOGS} status=499" in server.log()
     assert "Unexpected error" not in server.log() and "Traceback" not in server.log()
     assert 'status="499"' in server.client.get("/metrics").text

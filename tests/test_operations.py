@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from prometheus_client.parser import text_string_to_metric_families
 from test_durability import _drop_privileges
 
-from support import Server, load_captures, row_count
+from support import Server, load_captures, row_count, wait_until
 
 LOGS = "main.telemetry.claude_otel_logs"
 
@@ -79,6 +78,7 @@ def test_metrics_count_requests_rows_and_commits(start_server: Callable[..., Ser
     assert samples[("otel_ingest_commit_seconds_count", (("table", LOGS),))] == commits
     assert samples[("otel_ingest_request_seconds_count", (("signal", "logs"),))] == 5
     assert samples[("otel_ingest_buffered_bytes", ())] == 0
+    assert samples[("otel_ingest_requests_in_flight", ())] == 0
 
 
 def test_commit_retries_and_failures_are_counted(start_server: Callable[..., Server]) -> None:
@@ -110,9 +110,7 @@ def test_access_log_line_per_request(start_server: Callable[..., Server]) -> Non
     }
     assert server.post("/v1/logs", capture.body, headers).status_code == 200
     assert server.post("/v1/logs", capture.body, {**headers, "x-databricks-uc-table-name": "a.b"}).status_code == 400
-    deadline = time.monotonic() + 5
-    while server.log().count("otel_ingest.access") < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: server.log().count("otel_ingest.access") >= 2, "two access log lines", timeout=10)
     lines = [line for line in server.log().splitlines() if "otel_ingest.access" in line]
     assert len(lines) == 2
     assert f"principal=anonymous table={LOGS} status=200 rows={capture.expected_rows} rejected=0 ms=" in lines[0]
