@@ -198,12 +198,21 @@ class TableWriter:
         return deltalake.DeltaTable(location, storage_options=storage_options)
 
     def _committed(self, sequence: int) -> bool:
-        """Whether commit ``sequence`` of this writer is in the table (after an error)."""
-        try:
-            self.table.update_incremental()
-            return (self.table.transaction_version(self.app_id) or 0) >= sequence
-        except Exception:
-            return False
+        """Whether commit ``sequence`` of this writer is in the table (after an error).
+
+        A failure to read the table is not a "no": after the last attempt a wrong "no"
+        answers 503 for rows that are stored, and the client's resend stores them twice.
+        So reading is retried like a commit; only if it never succeeds is it a "no"."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                self.table.update_incremental()
+                return (self.table.transaction_version(self.app_id) or 0) >= sequence
+            except Exception as exc:
+                if attempt == COMMIT_ATTEMPTS:
+                    log.error("Could not tell whether commit %d to %s landed: %s", sequence, self.name, exc)
+                    return False
+                time.sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random()))
+        return False
 
     def _landed_version(self, sequence: int) -> int:
         """The version commit ``sequence`` made, found in the recent history after an error

@@ -11,9 +11,11 @@ client resending after a 503. The rows are read back from moto directly with pol
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from faults import COMMIT_PUT, FaultProxy
+from faults import COMMIT_PUT, Event, FaultProxy
 from load import PREFIX, TABLE, logs_body
 
 from otel_ingest import writer
@@ -121,19 +123,34 @@ def _landed_but_lost(proxy: FaultProxy) -> list[str]:
     return [e.path for e in proxy.events if e.faulted in ("reset", "status") and e.upstream_status == 200]
 
 
-@pytest.mark.parametrize(("mode", "status"), [("reset", 0), ("status", 503)], ids=["connection-reset", "503"])
+def _writes_after_the_lost_answer(events: list[Event]) -> list[str]:
+    """Objects the writer PUT after the commit whose answer was lost (the object-store
+    client's own resend of that very PUT aside)."""
+    lost = next(i for i, e in enumerate(events) if e.faulted in ("reset", "status"))
+    return [e.path for e in events[lost + 1 :] if e.method == "PUT" and e.path != events[lost].path]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"), [("reset", 0), ("status", 503), ("status", 403)], ids=["connection-reset", "503", "403"]
+)
 def test_commit_whose_answer_is_lost_is_stored_once(
     moto: str, proxy: FaultProxy, warehouse: str, server: Server, mode: str, status: int
 ) -> None:
     """The first attempt's commit lands but its answer is lost (a middle attempt): the retry
-    must find it through the txn id and answer 200 without writing the rows again."""
+    must find it through the txn id and answer 200 without writing the rows again. The
+    403 variant is an answer the object-store client does not retry on its own."""
     seqs = [f"lost-answer-{k}" for k in range(7)]
     proxy.fail(COMMIT_PUT, times=1, mode=mode, status=status or 503)  # type: ignore[arg-type]
     statuses = send_until_answered(server, logs_body(seqs))
-    assert _landed_but_lost(proxy), f"the fault never fired: {proxy.events}"
+    events = proxy.events
+    assert _landed_but_lost(proxy), f"the fault never fired: {events}"
     counts = stored(moto, warehouse)
     assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
     assert statuses[-1] == 200, statuses
+    # The writer asked before retrying and wrote nothing more: no second data file, no
+    # second commit. (delta-rs 1.6.6 would refuse a second commit carrying the same txn
+    # id, but only after the retry had uploaded its data file again: an orphan on S3.)
+    assert _writes_after_the_lost_answer(events) == [], events
     # The table still takes writes afterwards.
     assert send_until_answered(server, logs_body(["after"])) == [200]
     assert stored(moto, warehouse)["after"] == 1
@@ -169,3 +186,31 @@ def test_commit_that_never_lands_is_503_and_the_resend_is_stored_once(
     statuses = send_until_answered(server, logs_body(seqs))
     assert statuses == [503, 200], statuses
     assert stored(moto, warehouse) == Counter(dict.fromkeys(seqs, 1))
+
+
+LOG_READ = re.compile(r"^GET .*(_delta_log|list-type=2)")
+
+
+def test_final_attempt_lands_and_the_first_check_fails_too(
+    moto: str, proxy: FaultProxy, warehouse: str, server: Server
+) -> None:
+    """The commit lands on the final attempt, its answer is lost, and the store is briefly
+    unreadable when the writer asks whether it landed. "I could not tell" is not "it did
+    not land": answering 503 here makes the client's resend a second copy."""
+    attempts = writer.COMMIT_ATTEMPTS
+    seqs = [f"unsure-{k}" for k in range(4)]
+    proxy.fail(COMMIT_PUT, times=attempts - 1, mode="refuse", status=403)
+    proxy.fail(COMMIT_PUT, times=1, mode="reset")
+    landed = len(proxy.events)
+
+    def after_landing() -> None:
+        proxy.wait_for(lambda events: any(e.faulted == "reset" for e in events[landed:]))
+        proxy.fail(LOG_READ, times=2, mode="refuse", status=403)
+
+    arm = threading.Thread(target=after_landing)
+    arm.start()
+    statuses = send_until_answered(server, logs_body(seqs))
+    arm.join()
+    counts = stored(moto, warehouse)
+    assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
+    assert statuses[-1] == 200, statuses
