@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import deltalake
@@ -82,6 +83,38 @@ def test_close_commits_what_is_still_queued(tmp_path: Path) -> None:
     assert stored(location) == ["first", "queued-0", "queued-1", "queued-2"]
 
 
+def test_close_during_a_commit_commits_what_queued_meanwhile(tmp_path: Path) -> None:
+    """Requests queued while a commit is running, and close() called before it ends: after
+    that commit the writer must commit them too, not stop because it is closing."""
+
+    async def scenario() -> tuple[list[int], str]:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        first = rows("first")
+        started, release = threading.Event(), threading.Event()
+        finish = first.finish
+
+        def gated_finish() -> pa.RecordBatch:  # runs in the commit's worker thread
+            started.set()
+            assert release.wait(30)
+            return finish()
+
+        first.finish = gated_finish  # type: ignore[method-assign]
+        committing = asyncio.create_task(writer.append(first, 10))
+        assert await asyncio.to_thread(started.wait, 30), "the first commit never started"
+        queued = [asyncio.create_task(writer.append(rows(f"queued-{n}"), 10)) for n in range(3)]
+        await _until_queued(queued)
+        closing = asyncio.create_task(writer.close())
+        await asyncio.sleep(0)  # close() has begun: the writer is closing
+        release.set()
+        await asyncio.wait_for(closing, 30)
+        versions = await asyncio.wait_for(asyncio.gather(committing, *queued), 5)
+        return versions, writer.location
+
+    versions, location = asyncio.run(scenario())
+    assert versions == [1, 2, 2, 2]
+    assert stored(location) == ["first", "queued-0", "queued-1", "queued-2"]
+
+
 def test_append_after_close_is_refused_not_lost(tmp_path: Path) -> None:
     async def scenario() -> None:
         writer = open_writer(tmp_path, CommitPolicy(max_delay=0.01))
@@ -108,7 +141,7 @@ def test_a_commit_never_holds_more_than_the_limits(tmp_path: Path, policy: Commi
         await _until_queued(queued)
         # Two full commits go at once; the fifth request waits for the interval, or close().
         await asyncio.wait_for(writer.close(), 30)
-        await asyncio.gather(*queued)
+        await asyncio.wait_for(asyncio.gather(*queued), 5)
         return writer.location
 
     location = asyncio.run(scenario())
@@ -123,7 +156,7 @@ def test_a_request_larger_than_the_limit_commits_alone(tmp_path: Path) -> None:
         small = asyncio.create_task(writer.append(rows("5"), 1))
         await _until_queued([big, small])
         await asyncio.wait_for(writer.close(), 30)
-        await asyncio.gather(big, small)
+        await asyncio.wait_for(asyncio.gather(big, small), 5)
         return writer.location
 
     assert appends(asyncio.run(scenario())) == [4, 1]
