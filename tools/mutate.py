@@ -1,0 +1,461 @@
+"""Mutation testing for otel-ingest: does the suite notice a small bug?
+
+Each mutant is the module with one small change made on its syntax tree (``<`` for
+``<=``, ``and`` for ``or``, a constant off by one, a call statement deleted, ``min`` for
+``max``...). A mutant is *killed* when the chosen tests fail (or time out) with it in
+place, and *survives* when they pass: then either a test is missing or the change
+does not alter behaviour (an equivalent mutant; docs/testing.md lists them).
+
+The work happens in a copy of the project in a temporary folder, so the working tree
+is never touched and the tests (and the servers they start) import the mutant.
+
+    python tools/mutate.py otel_ingest/budget.py -t tests/test_mutants_budget.py
+    python tools/mutate.py otel_ingest/wire.py -t tests/test_mutants_wire.py --function read_body
+    python tools/mutate.py otel_ingest/wire.py -t ... --list          # the mutants, without running
+    python tools/mutate.py otel_ingest/wire.py -t ... --only 12,40    # just these
+    python tools/mutate.py --seeded                                   # issue 10's seeded bugs
+
+Exit status: 0 when no mutant survived, 1 otherwise, 2 when the tests fail unmutated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("otel_ingest", "tests", "schemas", "pyproject.toml")
+
+_COMPARE_SWAPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
+_BINOP_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.FloorDiv,
+    ast.FloorDiv: ast.Mult,
+    ast.Div: ast.Mult,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+    ast.BitOr: ast.BitAnd,
+    ast.BitAnd: ast.BitOr,
+    ast.Mod: ast.Mult,
+}
+_CALL_SWAPS = {"min": "max", "max": "min", "any": "all", "all": "any", "reversed": "", "sorted": ""}
+# Statements that only report (logs, metrics) are not what this is about.
+_QUIET_ROOTS = {"log", "access_log", "logging", "warnings"}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: int
+    line: int
+    function: str
+    description: str
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # killed | survived | timeout
+    seconds: float
+
+
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _is_quiet_call(node: ast.expr) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    root = _root_name(node.func)
+    text = ast.unparse(node.func)
+    return root in _QUIET_ROOTS or ".monitoring." in f".{text}" or text.startswith("monitoring.")
+
+
+class _Sites(ast.NodeVisitor):
+    """Finds every mutation site, in a fixed order; ``apply`` makes the n-th change."""
+
+    def __init__(self, function_filter: str | None) -> None:
+        self.function_filter = function_filter
+        self.scope: list[str] = []
+        self.sites: list[tuple[ast.AST, str, int, str]] = []  # node, kind, variant, description
+
+    def _in_scope(self) -> bool:
+        if not self.function_filter:
+            return True
+        qualified = ".".join(self.scope)
+        return any(part in qualified.split(".") for part in self.function_filter.split(","))
+
+    def _add(self, node: ast.AST, kind: str, variant: int, description: str) -> None:
+        if self._in_scope():
+            self.sites.append((node, kind, variant, description))
+
+    def _scoped(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self.scope.append(node.name)
+        for statement in node.body:
+            self.visit(statement)
+        self.scope.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scoped
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
+        pass  # messages
+
+    def visit_Expr(self, node: ast.Expr) -> None:
+        if isinstance(node.value, ast.Constant) or _is_quiet_call(node.value):
+            return
+        if isinstance(node.value, (ast.Call, ast.Await)):
+            self._add(node, "delete", 0, f"delete `{ast.unparse(node)[:60]}`")
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._add(node, "delete", 0, f"delete `{ast.unparse(node)[:60]}`")
+        swap = _BINOP_SWAPS.get(type(node.op))
+        if swap:
+            self._add(node, "augop", 0, f"`{_op(node.op)}=` → `{_op(swap())}=` in `{ast.unparse(node)[:60]}`")
+        self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        for index, op in enumerate(node.ops):
+            swap = _COMPARE_SWAPS.get(type(op))
+            if swap:
+                self._add(node, "compare", index, f"`{_op(op)}` → `{_op(swap())}` in `{ast.unparse(node)[:60]}`")
+        self.generic_visit(node)
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> None:
+        other = "or" if isinstance(node.op, ast.And) else "and"
+        self._add(node, "boolop", 0, f"`{_op(node.op)}` → `{other}` in `{ast.unparse(node)[:60]}`")
+        self.generic_visit(node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
+        if isinstance(node.op, ast.Not):
+            self._add(node, "not", 0, f"drop `not` in `{ast.unparse(node)[:60]}`")
+        self.generic_visit(node)
+
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        swap = _BINOP_SWAPS.get(type(node.op))
+        if swap:
+            self._add(node, "binop", 0, f"`{_op(node.op)}` → `{_op(swap())}` in `{ast.unparse(node)[:60]}`")
+        self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, bool):
+            self._add(node, "const", 0, f"`{node.value}` → `{not node.value}`")
+        elif isinstance(node.value, (int, float)):
+            self._add(node, "const", 0, f"`{node.value!r}` → `{node.value + 1!r}`")
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if _is_quiet_call(node):
+            return
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name in _CALL_SWAPS:
+            swap = _CALL_SWAPS[name]
+            self._add(node, "call", 0, f"`{name}(...)` → `{swap + '(...)' if swap else 'its argument'}`")
+        self.generic_visit(node)
+
+    def visit_If(self, node: ast.If) -> None:
+        self._add(node, "if", 0, f"`if {ast.unparse(node.test)[:50]}` → `if False`")
+        self.generic_visit(node)
+
+    def visit_Raise(self, node: ast.Raise) -> None:
+        pass  # the raised error's text is a message; whether it is raised is mutated by `if`
+
+
+def _op(op: ast.AST) -> str:
+    symbols = {
+        ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
+        ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.And: "and", ast.Or: "or", ast.Add: "+",
+        ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Div: "/", ast.LShift: "<<", ast.RShift: ">>",
+        ast.BitOr: "|", ast.BitAnd: "&", ast.Mod: "%",
+    }  # fmt: skip
+    return symbols[type(op)]
+
+
+def _mutate(node: ast.AST, kind: str, variant: int) -> ast.AST:
+    """The replacement for ``node`` (a copy, changed)."""
+    if kind == "delete":
+        return ast.copy_location(ast.Pass(), node)
+    if kind == "compare":
+        assert isinstance(node, ast.Compare)
+        node.ops[variant] = _COMPARE_SWAPS[type(node.ops[variant])]()
+    elif kind == "boolop":
+        assert isinstance(node, ast.BoolOp)
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+    elif kind == "not":
+        assert isinstance(node, ast.UnaryOp)
+        return node.operand
+    elif kind in ("binop", "augop"):
+        assert isinstance(node, (ast.BinOp, ast.AugAssign))
+        node.op = _BINOP_SWAPS[type(node.op)]()
+    elif kind == "const":
+        assert isinstance(node, ast.Constant)
+        node.value = (not node.value) if isinstance(node.value, bool) else node.value + 1
+    elif kind == "call":
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        swap = _CALL_SWAPS[node.func.id]
+        if not swap:
+            return node.args[0]
+        node.func.id = swap
+    elif kind == "if":
+        assert isinstance(node, ast.If)
+        node.test = ast.copy_location(ast.Constant(False), node.test)
+    return node
+
+
+def mutants(source: str, function_filter: str | None) -> Iterator[tuple[Mutant, str]]:
+    """Every mutant of ``source`` with its mutated source text."""
+    tree = ast.parse(source)
+    sites = _Sites(function_filter)
+    sites.visit(tree)
+    scopes: dict[int, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for child in ast.walk(node):
+                scopes.setdefault(id(child), node.name)
+    for number, (node, kind, variant, description) in enumerate(sites.sites, 1):
+        line = getattr(node, "lineno", 0)
+        mutant = Mutant(number, line, scopes.get(id(node), "<module>"), description)
+        yield mutant, _apply(tree, node, _mutate(copy.deepcopy(node), kind, variant))
+
+
+def _apply(tree: ast.AST, target: ast.AST, replacement: ast.AST) -> str:
+    """Source of ``tree`` with ``target`` swapped for ``replacement`` (tree left unchanged)."""
+    parent_field = None
+    for parent in ast.walk(tree):
+        for name, value in ast.iter_fields(parent):
+            if value is target:
+                parent_field = (parent, name, None)
+            elif isinstance(value, list) and any(item is target for item in value):
+                parent_field = (parent, name, next(i for i, item in enumerate(value) if item is target))
+        if parent_field:
+            break
+    assert parent_field, "mutation site not found"
+    parent, name, index = parent_field
+    if index is None:
+        setattr(parent, name, replacement)
+        try:
+            return ast.unparse(ast.fix_missing_locations(tree))
+        finally:
+            setattr(parent, name, target)
+    items = getattr(parent, name)
+    items[index] = replacement
+    try:
+        return ast.unparse(ast.fix_missing_locations(tree))
+    finally:
+        items[index] = target
+
+
+class Sandbox:
+    """A copy of the project in a temporary folder; ``run`` runs pytest there."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="otel-ingest-mutants-"))
+        for name in COPIED:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, self.folder / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(source, self.folder / name)
+
+    def write(self, module: str, text: str) -> None:
+        (self.folder / module).write_text(text, encoding="utf-8")
+
+    def run(self, tests: list[str], timeout: float) -> tuple[str, float, str]:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(self.folder)}
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+        started = time.monotonic()
+        process = subprocess.Popen(
+            command, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)  # the tests' own servers too
+            process.communicate()
+            return "timeout", time.monotonic() - started, ""
+        text = output.decode(errors="replace")
+        return ("survived" if process.returncode == 0 else "killed"), time.monotonic() - started, text
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# Issue 10's seeded bugs: (module, the correct text, the bug, the tests that must catch it).
+SEEDED: list[tuple[str, str, str, str, list[str]]] = [
+    (
+        "grants matched by prefix, not fnmatch",
+        "otel_ingest/auth.py",
+        "fnmatch.fnmatchcase(name, pattern)",
+        'name.startswith(pattern.rstrip("*"))',
+        ["tests/test_mutants_auth.py"],
+    ),
+    (
+        "codings undone in the order listed",
+        "otel_ingest/wire.py",
+        "for coding in reversed(codings):",
+        "for coding in codings:",
+        ["tests/test_mutants_wire.py"],
+    ),
+    (
+        "zstd limit doubled",
+        "otel_ingest/wire.py",
+        'if len(out) > limit:\n            raise _too_large(limit, "after decompression")\n        if decompressor',
+        'if len(out) > 2 * limit:\n            raise _too_large(limit, "after decompression")\n        if decompressor',
+        ["tests/test_mutants_wire.py"],
+    ),
+    (
+        "Content-Length not checked against the buffer budget",
+        "otel_ingest/wire.py",
+        "        reservation.check(int(content_length))\n",
+        "",
+        ["tests/test_mutants_wire.py"],
+    ),
+    (
+        "a closing writer drops what is queued",
+        "otel_ingest/writer.py",
+        "        while not self._queue:\n            if self._closing:",
+        "        while not self._queue or self._closing:\n            if self._closing:",
+        ["tests/test_mutants_writer.py"],
+    ),
+    (
+        "_take ignores max_rows/max_bytes",
+        "otel_ingest/writer.py",
+        "            if taken and (rows + count > self.policy.max_rows or size + head.size > self.policy.max_bytes):",
+        "            if False:",
+        ["tests/test_mutants_writer.py"],
+    ),
+    (
+        "retry without asking whether the failed commit landed",
+        "otel_ingest/writer.py",
+        "if attempt > 1 and self._committed(sequence):",
+        "if False:",
+        ["tests/test_exactly_once.py"],
+    ),
+    (
+        "no check after the last failed attempt",
+        "otel_ingest/writer.py",
+        "                    if self._committed(sequence):  # the error came after the commit landed\n"
+        "                        break\n",
+        "",
+        ["tests/test_exactly_once.py"],
+    ),
+    (
+        "rate-limit state reset on every token-file reload",
+        "otel_ingest/auth.py",
+        "principal.requests, principal.bytes = previous.requests, previous.bytes",
+        "pass",
+        ["tests/test_mutants_auth.py"],
+    ),
+    (
+        "the table object never reopened every 100 versions",
+        "otel_ingest/writer.py",
+        "        if table.version() % REOPEN_EVERY:\n            return table",
+        "        if True:\n            return table",
+        ["tests/test_mutants_writer.py"],
+    ),
+]
+
+
+def run_seeded(timeout: float, only: set[int] | None) -> int:
+    sandbox = Sandbox()
+    survived = 0
+    try:
+        for number, (title, module, correct, bug, tests) in enumerate(SEEDED, 1):
+            if only and number not in only:
+                continue
+            original = (ROOT / module).read_text(encoding="utf-8")
+            if original.count(correct) != 1:
+                print(f"{number:2} {title}: the correct text is no longer in {module} once; update SEEDED")
+                survived += 1
+                continue
+            sandbox.write(module, original.replace(correct, bug))
+            status, seconds, _ = sandbox.run(tests, timeout)
+            sandbox.write(module, original)
+            survived += status == "survived"
+            print(f"{number:2} {status:8} {seconds:5.1f} s  {title}  ({module}; {' '.join(tests)})", flush=True)
+    finally:
+        sandbox.close()
+    return 1 if survived else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("module", nargs="?", help="e.g. otel_ingest/wire.py")
+    parser.add_argument("-t", "--tests", action="append", default=[], help="pytest arguments (repeatable)")
+    parser.add_argument("--function", help="only mutate inside these functions/classes (comma-separated)")
+    parser.add_argument("--only", help="only these mutant numbers (comma-separated)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--timeout", type=float, help="seconds per mutant [3× the unmutated run, at least 20]")
+    parser.add_argument("--report", type=Path, help="write every outcome here as JSON")
+    parser.add_argument("--seeded", action="store_true", help="run issue 10's seeded bugs instead")
+    args = parser.parse_args()
+    only = {int(n) for n in args.only.split(",")} if args.only else None
+    if args.seeded:
+        return run_seeded(args.timeout or 300, only)
+    if not args.module or not args.tests:
+        parser.error("give a module and -t tests (or --seeded)")
+    source = (ROOT / args.module).read_text(encoding="utf-8")
+    found = list(mutants(source, args.function))
+    if args.list:
+        for mutant, _ in found:
+            print(f"{mutant.id:4} {args.module}:{mutant.line} {mutant.function}: {mutant.description}")
+        return 0
+    sandbox = Sandbox()
+    outcomes: list[Outcome] = []
+    try:
+        status, baseline, output = sandbox.run(args.tests, args.timeout or 600)
+        if status != "survived":
+            print(f"The tests fail without any mutant ({status}); fix them first.\n{output[-3000:]}")
+            return 2
+        timeout = args.timeout or max(20.0, 3 * baseline)
+        print(f"{len(found)} mutants of {args.module}; unmutated tests pass in {baseline:.1f} s", flush=True)
+        for mutant, text in found:
+            if only and mutant.id not in only:
+                continue
+            sandbox.write(args.module, text)
+            status, seconds, _ = sandbox.run(args.tests, timeout)
+            outcomes.append(Outcome(mutant, status, seconds))
+            if status == "survived":
+                print(
+                    f"SURVIVED {mutant.id:4} {args.module}:{mutant.line} {mutant.function}: {mutant.description}",
+                    flush=True,
+                )
+        sandbox.write(args.module, source)
+    finally:
+        sandbox.close()
+    survivors = [o for o in outcomes if o.status == "survived"]
+    print(f"{len(outcomes)} mutants run: {len(outcomes) - len(survivors)} killed, {len(survivors)} survived")
+    if args.report:
+        args.report.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
