@@ -12,9 +12,6 @@ client resending after a 503. The rows are read back from moto directly with pol
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,85 +22,45 @@ import polars as pl
 import pytest
 from faults import COMMIT_PUT, Event, FaultProxy
 from load import PREFIX, TABLE, logs_body
+from s3_server import BUCKET, S3Server, start_s3
 
 from otel_ingest import writer
-from support import Server, free_port
+from support import Server
 
-BUCKET = "otel-exactly-once"
 HEADERS = {"content-type": "application/x-protobuf", "x-databricks-uc-table-name": TABLE}
 
 
-def _options(endpoint: str) -> dict[str, str]:
-    return {
-        "aws_endpoint_url": endpoint,
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-        "aws_region": "us-east-1",
-        "aws_allow_http": "true",
-    }
-
-
 @pytest.fixture(scope="module")
-def moto() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, with the bucket made; yields its endpoint."""
-    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    if executable is None:
-        pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
-    port = free_port()
-    process = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        import boto3
-
-        client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)  # moto is still starting: poll until it answers
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(30)
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (moto, requests serialized so conditional PUTs are atomic)."""
+    server = start_s3(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def proxy(moto: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto) as running:
+def proxy(s3: S3Server) -> Iterator[FaultProxy]:
+    with FaultProxy(s3.endpoint) as running:
         yield running
 
 
 @pytest.fixture
 def warehouse(tmp_path: Path) -> str:
-    return f"s3://{BUCKET}/wh-{tmp_path.name}-{time.monotonic_ns()}"
+    return f"s3://{BUCKET}/exactly-once-{tmp_path.name}-{time.monotonic_ns()}"
 
 
 @pytest.fixture
-def server(proxy: FaultProxy, warehouse: str, tmp_path: Path) -> Iterator[Server]:
+def server(s3: S3Server, proxy: FaultProxy, warehouse: str, tmp_path: Path) -> Iterator[Server]:
     """A server whose warehouse is on S3, reached only through the fault proxy."""
-    env = {
-        "AWS_ENDPOINT_URL": proxy.url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    }
+    env = {**s3.env, "AWS_ENDPOINT_URL": proxy.url}
     running = Server(tmp_path / "unused", "--create-tables", PREFIX, env=env, warehouse_uri=warehouse)
     yield running
     running.stop()
 
 
-def stored(moto: str, warehouse: str) -> Counter[str]:
+def stored(s3: S3Server, warehouse: str) -> Counter[str]:
     """How often each ``seq`` is in the table, read from moto itself (not through the proxy)."""
-    frame = pl.read_delta(f"{warehouse}/{TABLE.replace('.', '/')}", storage_options=_options(moto))
+    frame = pl.read_delta(f"{warehouse}/{TABLE.replace('.', '/')}", storage_options=s3.storage_options())
     return Counter(frame["attributes"].map.get("seq").to_list())
 
 
@@ -134,7 +91,7 @@ def _writes_after_the_lost_answer(events: list[Event]) -> list[str]:
     ("mode", "status"), [("reset", 0), ("status", 503), ("status", 403)], ids=["connection-reset", "503", "403"]
 )
 def test_commit_whose_answer_is_lost_is_stored_once(
-    moto: str, proxy: FaultProxy, warehouse: str, server: Server, mode: str, status: int
+    s3: S3Server, proxy: FaultProxy, warehouse: str, server: Server, mode: str, status: int
 ) -> None:
     """The first attempt's commit lands but its answer is lost (a middle attempt): the retry
     must find it through the txn id and answer 200 without writing the rows again. The
@@ -144,7 +101,7 @@ def test_commit_whose_answer_is_lost_is_stored_once(
     statuses = send_until_answered(server, logs_body(seqs))
     events = proxy.events
     assert _landed_but_lost(proxy), f"the fault never fired: {events}"
-    counts = stored(moto, warehouse)
+    counts = stored(s3, warehouse)
     assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
     assert statuses[-1] == 200, statuses
     # The writer asked before retrying and wrote nothing more: no second data file, no
@@ -153,11 +110,11 @@ def test_commit_whose_answer_is_lost_is_stored_once(
     assert _writes_after_the_lost_answer(events) == [], events
     # The table still takes writes afterwards.
     assert send_until_answered(server, logs_body(["after"])) == [200]
-    assert stored(moto, warehouse)["after"] == 1
+    assert stored(s3, warehouse)["after"] == 1
 
 
 def test_commit_landing_on_the_final_attempt_is_stored_once(
-    moto: str, proxy: FaultProxy, warehouse: str, server: Server
+    s3: S3Server, proxy: FaultProxy, warehouse: str, server: Server
 ) -> None:
     """Every attempt but the last fails plainly (the store refuses the commit: nothing lands),
     and the last one lands but its answer is lost. Without a check after that final failure
@@ -171,13 +128,13 @@ def test_commit_landing_on_the_final_attempt_is_stored_once(
     refused = [e for e in proxy.events if e.faulted == "refuse"]
     assert len(refused) == attempts - 1, proxy.events
     assert len(_landed_but_lost(proxy)) == 1, f"the final attempt did not land: {proxy.events}"
-    counts = stored(moto, warehouse)
+    counts = stored(s3, warehouse)
     assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
     assert statuses[-1] == 200, statuses
 
 
 def test_commit_that_never_lands_is_503_and_the_resend_is_stored_once(
-    moto: str, proxy: FaultProxy, warehouse: str, server: Server
+    s3: S3Server, proxy: FaultProxy, warehouse: str, server: Server
 ) -> None:
     """The unambiguous failure, for contrast: every attempt is refused, nothing lands, the
     client gets a retryable 503, and its resend is stored exactly once."""
@@ -185,14 +142,14 @@ def test_commit_that_never_lands_is_503_and_the_resend_is_stored_once(
     proxy.fail(COMMIT_PUT, times=writer.COMMIT_ATTEMPTS, mode="refuse", status=403)
     statuses = send_until_answered(server, logs_body(seqs))
     assert statuses == [503, 200], statuses
-    assert stored(moto, warehouse) == Counter(dict.fromkeys(seqs, 1))
+    assert stored(s3, warehouse) == Counter(dict.fromkeys(seqs, 1))
 
 
 LOG_READ = re.compile(r"^GET .*(_delta_log|list-type=2)")
 
 
 def test_final_attempt_lands_and_the_first_check_fails_too(
-    moto: str, proxy: FaultProxy, warehouse: str, server: Server
+    s3: S3Server, proxy: FaultProxy, warehouse: str, server: Server
 ) -> None:
     """The commit lands on the final attempt, its answer is lost, and the store is briefly
     unreadable when the writer asks whether it landed. "I could not tell" is not "it did
@@ -211,6 +168,6 @@ def test_final_attempt_lands_and_the_first_check_fails_too(
     arm.start()
     statuses = send_until_answered(server, logs_body(seqs))
     arm.join()
-    counts = stored(moto, warehouse)
+    counts = stored(s3, warehouse)
     assert counts == Counter(dict.fromkeys(seqs, 1)), f"answered {statuses}; stored {counts}"
     assert statuses[-1] == 200, statuses
