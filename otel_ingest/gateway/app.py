@@ -30,6 +30,7 @@ import anyio
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -530,14 +531,22 @@ class Gateway:
                 }
             )
         if tap is not None and self.inference_log is not None and endpoint is not None:
+            task = asyncio.get_running_loop().create_task(self._log_inference(call, tap, endpoint, latency, headers))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _log_inference(self, call: Call, tap: Tap, endpoint: Endpoint, latency: float, headers: Headers) -> None:
+        """The inference row; re-assembling a stream parses every event, so in a thread."""
+        try:
             limit = endpoint.inference.max_bytes
             codes = []
             request_text = call.body[:limit].decode("utf-8", "replace")
             if len(call.body) > limit:
                 codes.append("MAX_REQUEST_SIZE_EXCEEDED")
-            response_text = tap.response_text()
+            response_text = await asyncio.to_thread(tap.response_text)
             if tap.truncated:
                 codes.append("MAX_RESPONSE_SIZE_EXCEEDED")
+            assert self.inference_log is not None
             self.inference_log.add(
                 {
                     "request_id": call.request_id,
@@ -551,10 +560,12 @@ class Gateway:
                     "response": response_text,
                     "logging_error_codes": codes,
                     "served_entity": endpoint.name,
-                    "destination_model": model,
+                    "destination_model": call.model,
                     "requester": call.principal,
                 }
             )
+        except Exception:
+            log.exception("Could not log the payload of call %s.", call.request_id)
 
     def _log_access(self, request: Request, call: Call) -> None:
         usage = call.usage

@@ -121,30 +121,74 @@ def usage_of_body(api_type: ApiType, document: Any) -> Usage | None:
 
 
 class EventSplitter:
-    """Splits a byte stream into server-sent events (blank-line separated)."""
+    """Finds server-sent events in a byte stream without looking at every byte in Python.
+
+    ``complete`` returns the part of the stream that ends on an event boundary (the rest
+    waits for the next chunk); ``spans`` locates, in that region, either every event or
+    only the events containing one of some marker strings — found with ``bytes.find``, so
+    a stream of thousands of text deltas costs a few C-level scans per chunk.
+    """
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._tail = b""
+        self.separator: bytes | None = None
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The complete events (each with its terminating blank line) now available."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        events = []
-        start = 0
-        while True:
-            lf = buffer.find(b"\n\n", start)
-            crlf = buffer.find(b"\r\n\r\n", start)
+    def complete(self, chunk: bytes) -> bytes:
+        data = self._tail + chunk if self._tail else chunk
+        if self.separator is None:
+            lf, crlf = data.find(b"\n\n"), data.find(b"\r\n\r\n")
             if lf < 0 and crlf < 0:
-                break
-            end = crlf + 4 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
-            events.append(buffer[start:end])
-            start = end
-        self._buffer = buffer[start:]
-        return events
+                self._tail = data
+                return b""
+            self.separator = b"\r\n\r\n" if crlf >= 0 and (lf < 0 or crlf < lf) else b"\n\n"
+        cut = data.rfind(self.separator)
+        if cut < 0:
+            self._tail = data
+            return b""
+        end = cut + len(self.separator)
+        self._tail = data[end:]
+        return data[:end]
 
     def rest(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
+        rest, self._tail = self._tail, b""
         return rest
+
+    def spans(self, region: bytes, markers: tuple[bytes, ...] | None) -> list[tuple[int, int]]:
+        """(start, end) of the events of ``region`` (all, or those holding a marker), in order."""
+        separator = self.separator or b"\n\n"
+        size = len(separator)
+        if markers is None:
+            spans, start = [], 0
+            for part in region.split(separator)[:-1]:
+                spans.append((start, start + len(part) + size))
+                start += len(part) + size
+            return spans
+        found = set()
+        for marker in markers:
+            position = region.find(marker)
+            while position >= 0:
+                start = region.rfind(separator, 0, position)
+                start = 0 if start < 0 else start + size
+                end = region.find(separator, position)
+                end = len(region) if end < 0 else end + size
+                found.add((start, end))
+                position = region.find(marker, end)
+        return sorted(found)
+
+
+# What an event must contain to matter for usage or errors, per API.
+MARKERS: dict[str, tuple[bytes, ...]] = {
+    "messages": (b"message_start", b"message_delta", b"event: error"),
+    "responses": (
+        b"response.completed",
+        b"response.incomplete",
+        b"response.failed",
+        b"event: error",
+        b'"type":"error"',
+    ),
+    "chat_completions": (b'"usage"', b'"error"'),
+    "generate_content": (b"usageMetadata", b'"error"'),
+}
 
 
 def parse_event(raw: bytes) -> tuple[str, bytes]:
@@ -181,17 +225,23 @@ class Tap:
         self.total_bytes = 0
         self._splitter = EventSplitter()
         self._body: list[bytes] = []
-        self._assembler = Assembler(api_type) if streaming and collect_limit else None
 
     def feed(self, chunk: bytes) -> bytes:
         """Look at ``chunk``; returns the bytes to forward (``chunk`` itself, here)."""
         self.total_bytes += len(chunk)
         if self.streaming:
-            for event in self._splitter.feed(chunk):
-                self._event(event)
+            region = self._splitter.complete(chunk)
+            if region:
+                if self.collect_limit and not self.truncated:
+                    self._keep(region)  # re-assembled after the call, off the relay's path
+                for start, end in self._spans(region):
+                    self._event(region[start:end])
         else:
             self._body.append(chunk)
         return chunk
+
+    def _spans(self, region: bytes) -> list[tuple[int, int]]:
+        return self._splitter.spans(region, MARKERS.get(self.api_type, ()))
 
     def finish(self) -> bytes:
         """Called once the upstream response ended; returns bytes still to forward."""
@@ -199,6 +249,8 @@ class Tap:
             rest = self._splitter.rest()
             if rest.strip():
                 self._event(rest)
+                if self.collect_limit and not self.truncated:
+                    self._keep(rest)
         else:
             body = b"".join(self._body)
             document = _json(body)
@@ -260,16 +312,24 @@ class Tap:
                     self.usage = gemini_usage(document["usageMetadata"])
             elif b'"error"' in data[:20]:
                 self.error = data[:500].decode("utf-8", "replace")
-        if self._assembler is not None and not self.truncated:
-            self._assembler.add(name, document if document is not None else _json(data))
-            self.collected_bytes += len(data)
-            if self.collected_bytes > self.collect_limit:
-                self.truncated = True
 
     def response_text(self) -> str | None:
-        """The response for the inference table: the body, or the stream re-assembled."""
-        if self._assembler is not None:
-            return json.dumps(self._assembler.result(), separators=(",", ":"))[: self.collect_limit]
+        """The response for the inference table: the body, or the stream re-assembled (call
+        it off the event loop: it parses every event kept)."""
+        if self.streaming and self.collected:
+            assembler = Assembler(self.api_type)
+            stream = b"".join(self.collected)
+            splitter = EventSplitter()
+            region = splitter.complete(stream)
+            events = [region[a:b] for a, b in splitter.spans(region, None)] if region else []
+            rest = splitter.rest()
+            if rest.strip():
+                events.append(rest)
+            for event in events:
+                name, data = parse_event(event)
+                if data and data != b"[DONE]":
+                    assembler.add(name, _json(data))
+            return json.dumps(assembler.result(), separators=(",", ":"))[: self.collect_limit]
         if not self.collected:
             return None
         return b"".join(self.collected).decode("utf-8", "replace")
@@ -285,11 +345,15 @@ class ChatUsageStripper(Tap):
 
     def feed(self, chunk: bytes) -> bytes:
         self.total_bytes += len(chunk)
-        out = []
-        for event in self._splitter.feed(chunk):
+        region = self._splitter.complete(chunk)
+        out, kept = [], 0
+        for start, end in self._spans(region) if region else ():
+            event = region[start:end]
             self._event(event)
-            if not self._is_usage_only(event):
-                out.append(event)
+            if self._is_usage_only(event):
+                out.append(region[kept:start])
+                kept = end
+        out.append(region[kept:])
         return b"".join(out)
 
     def finish(self) -> bytes:
