@@ -24,11 +24,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from otel_ingest import wire
+from otel_ingest import decode, wire
 from otel_ingest.auth import Authenticator
 from otel_ingest.budget import DECODE_OVERHEAD, MemoryBudget
 from otel_ingest.config import Settings
-from otel_ingest.decode import decode
 from otel_ingest.errors import (
     BadTableName,
     ClientGone,
@@ -177,7 +176,10 @@ class Ingest:
                 decoded_bytes = len(raw) + len(body) * DECODE_OVERHEAD
                 held.resize(decoded_bytes)
                 size = len(body)
-                flattened, encoding = await asyncio.to_thread(decode, self.signal, body, encoding)
+                # What the rows may take: the native decoder hands a body past it to the
+                # Python path, which charges and refuses it as below (413 or 503).
+                free = services.budget.limit - services.budget.used
+                flattened, encoding = await asyncio.to_thread(decode.decode, self.signal, body, encoding, free)
                 del raw, body
                 rows, rejected = flattened.rows, flattened.rejected
                 # Values shared by many rows are copied into each when the commit builds
@@ -300,6 +302,8 @@ def create_app(settings: Settings) -> Starlette:
                 settings.host,
                 " (--insecure-no-auth)" if settings.insecure_no_auth else ", a loopback address",
             )
+        native, decoder = decode.describe()
+        log.log(logging.INFO if native else logging.WARNING, decoder)
         log.info("Writing to warehouse %s.", services.warehouse.root)
         maintenance = None
         if settings.maintenance_interval > 0:

@@ -3,19 +3,57 @@
 Everything here is CPU work on bytes already read, meant to run in a worker thread
 (``app.py`` calls it through ``asyncio.to_thread``) so that a large or slow request never
 holds the event loop: ``/healthz`` and other clients are served meanwhile.
+
+Two decoders give the same rows: the compiled one (``native``, protobuf logs today, the GIL
+released while it works) and the Python flatteners (``otel_ingest.flatten``), the reference,
+used for everything else, when the compiled module was not built, or when
+``OTEL_INGEST_DECODER=python``.
 """
 
 from __future__ import annotations
 
+import os
+
 from otel_ingest import wire
+from otel_ingest.decode import native
 from otel_ingest.flatten import FLATTENERS, Flattened
 from otel_ingest.schema import Signal
 
+DECODER_VARIABLE = "OTEL_INGEST_DECODER"
 
-def decode(signal: Signal, body: bytes, encoding: wire.Encoding) -> tuple[Flattened, wire.Encoding]:
+
+def use_native() -> bool:
+    """Whether the compiled decoder is used (built, and not turned off by OTEL_INGEST_DECODER=python)."""
+    return native.available() and os.environ.get(DECODER_VARIABLE, "").strip().lower() != "python"
+
+
+def describe() -> tuple[bool, str]:
+    """(is it the fast path, a sentence for the start-up log)."""
+    if os.environ.get(DECODER_VARIABLE, "").strip().lower() == "python":
+        return False, f"Decoding with the Python decoder ({DECODER_VARIABLE}=python)."
+    if not native.available():
+        return False, (
+            "The native decoder was not built (no C compiler at install time?); decoding with the "
+            "slower Python decoder. Install gcc and the Python headers and reinstall for the fast path."
+        )
+    covered = ", ".join(native.SIGNALS)
+    return True, (
+        f"Decoding protobuf {covered} with the native decoder; OTLP/JSON and the other signals with the Python decoder."
+    )
+
+
+def decode(
+    signal: Signal, body: bytes, encoding: wire.Encoding, max_output_bytes: int = -1
+) -> tuple[Flattened, wire.Encoding]:
     """The rows of an (uncompressed) export request body, with the encoding it really had.
 
-    Raises ``DecodeError`` for a body that is not a valid request of ``signal``.
+    ``max_output_bytes`` bounds what the native decoder may build (-1: no bound); a body
+    past it is decoded by the Python path, which charges and refuses it as usual. Raises
+    ``DecodeError`` for a body that is not a valid request of ``signal``.
     """
+    if encoding == "protobuf" and use_native():
+        flattened = native.decode(signal, body, max_output_bytes)
+        if flattened is not None:
+            return flattened, "protobuf"
     message, encoding = wire.decode_request(signal, body, encoding)
     return FLATTENERS[signal](message), encoding

@@ -157,13 +157,25 @@ class Columns:
 
     @classmethod
     def finish_all(cls, parts: list[Columns]) -> pa.RecordBatch:
-        """One record batch holding the rows of all ``parts``, in order."""
-        if len(parts) == 1:
-            return parts[0].finish()
-        merged = cls(parts[0].schema, parts[0].shared[3])
-        for part in parts:
-            merged.extend(part)
-        return merged.finish()
+        """One record batch holding the rows of all ``parts``, in order; parts already in
+        Arrow (``BatchColumns``) are concatenated as they are."""
+        batches: list[pa.RecordBatch] = []
+        run: list[Columns] = []
+        for part in [*parts, None]:
+            if part is not None and not isinstance(part, BatchColumns):
+                run.append(part)
+                continue
+            if len(run) == 1:
+                batches.append(run[0].finish())
+            elif run:
+                merged = cls(run[0].schema, run[0].shared[3])
+                for columns in run:
+                    merged.extend(columns)
+                batches.append(merged.finish())
+            run = []
+            if part is not None:
+                batches.append(part.finish())
+        return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
     def finish(self) -> pa.RecordBatch:
         """Convert the lists to Arrow, once."""
@@ -174,6 +186,26 @@ class Columns:
                 array = array.take(pa.array(self.indices[field.name], type=pa.int32()))
             arrays.append(array)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+class BatchColumns(Columns):
+    """Rows that are already an Arrow batch (the native decoder's), kept as they are."""
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        self.schema = batch.schema
+        self.batch = batch
+        # The batch holds every copy of the shared values already: charge all of it.
+        self.repeated_bytes = batch.nbytes
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.batch.num_rows)
+
+    def extend(self, other: Columns) -> None:
+        raise TypeError("rows already in Arrow are concatenated by finish_all, not extended")
+
+    def finish(self) -> pa.RecordBatch:
+        return self.batch
 
 
 def scoped(columns: Columns, resources: Iterable[Any], scopes: str, items: str) -> Iterator[Any]:
