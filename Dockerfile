@@ -19,11 +19,16 @@
 # Stage 1: a virtual environment holding the pinned dependencies and the project.
 FROM python:3.11-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+# A C compiler builds the native decoder (docs/decoder.md); the runtime stage has none.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/otel-ingest
 WORKDIR /src
 COPY requirements/image.txt requirements/image.txt
 RUN /opt/otel-ingest/bin/pip install --require-hashes --no-deps -r requirements/image.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
 COPY schemas/ schemas/
 COPY otel_ingest/ otel_ingest/
 # hatchling comes pinned from the lock, so the build needs no unpinned download.

@@ -158,7 +158,8 @@ def test_doubles_are_written_as_python_writes_them(numbers: list[float]) -> None
 
 def test_doubles_at_the_edges() -> None:
     edges = [0.0, -0.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 1e-5, 0.1, 1 / 3, 5e-324, 2.2250738585072014e-308]
-    edges += [1.7976931348623157e308, 123456789.125, -1.5e-7, 2**53, 2**63, math.pi, 1e22, 1e23]
+    edges += [1.7976931348623157e308, 123456789.125, -1.5e-7, 2**53, 2**63, math.pi, 1e22, 1e23, 2.0**-24]
+    edges += [2.0**k for k in range(-1074, 1024, 7)] + [-(2.0**k) * 3 for k in range(-1000, 1000, 13)]
     test_doubles_are_written_as_python_writes_them.hypothesis.inner_test(edges)  # type: ignore[attr-defined]
 
 

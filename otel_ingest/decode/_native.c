@@ -17,8 +17,10 @@
  * field, nesting deeper than CHECK_DEPTH, a string column past 2 GiB, or output past the
  * caller's byte limit.
  */
+#ifndef OTEL_NATIVE_FUZZ /* fuzz/: the same code without Python, driven by libFuzzer */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 
 #include <math.h>
 #include <stdint.h>
@@ -39,7 +41,7 @@ typedef struct {
 } Buf;
 
 static int buf_reserve(Buf *b, size_t extra) {
-    if (b->len + extra <= b->cap) return 0;
+    if (b->p && b->len + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra) cap *= 2;
     uint8_t *p = realloc(b->p, cap);
@@ -75,6 +77,8 @@ enum { OK = 0, UNDECIDED = 1, NOMEM = 2, REJECT = 3 };
 typedef struct {
     const uint8_t *p, *end;
 } Rd;
+
+static const uint8_t NOTHING[1] = {0}; /* stands for an absent message: no arithmetic on NULL */
 
 static int rd_varint(Rd *r, uint64_t *out) {
     uint64_t v = 0;
@@ -267,6 +271,7 @@ static const MsgSpec *const ALL_SPECS[] = {&ANY_VALUE, &ARRAY_VALUE, &KVLIST, &K
 /* OK when the message is one protobuf would parse and this decoder reads the same way. */
 static int check_message(const MsgSpec *spec, const uint8_t *p, size_t n, int depth) {
     if (depth > CHECK_DEPTH) return UNDECIDED;
+    if (!p) p = NOTHING, n = 0;
     Rd r = {p, p + n};
     uint32_t seen = 0; /* singular message fields already met (by index in spec) */
     while (r.p < r.end) {
@@ -337,6 +342,7 @@ typedef struct {
 } Iter;
 
 static Iter iter_of(const uint8_t *p, size_t n, uint32_t field) {
+    if (!p) p = NOTHING, n = 0;
     Iter it = {{p, p + n}, field};
     return it;
 }
@@ -385,6 +391,7 @@ typedef struct {
 /* The oneof member of an AnyValue that protobuf keeps: the last one on the wire. */
 static Any any_read(const uint8_t *p, size_t n) {
     Any a = {AV_NONE, 0, NULL, 0};
+    if (!p) p = NOTHING, n = 0;
     Rd r = {p, p + n};
     while (r.p < r.end) {
         uint32_t field;
@@ -551,28 +558,54 @@ static int put_int(Buf *b, int64_t v) {
     return buf_put(b, s, (size_t)k);
 }
 
+/* The shortest decimal digits that read back as ``v`` (> 0), like Python's repr: at each length
+ * the correctly rounded digits, or a neighbour of them (next to a power of two the rounding
+ * interval is lopsided, and the nearest digits may miss it while the next ones hit it). */
+static void shortest_digits(double v, char *digits, int *nd, int *exponent) {
+    char s[64];
+    uint64_t power = 1; /* 10^(precision-1) */
+    for (int precision = 1; precision <= 17; precision++, power *= 10) {
+        snprintf(s, sizeof s, "%.*e", precision - 1, v);
+        uint64_t mantissa = 0;
+        const char *q = s;
+        for (; *q && *q != 'e'; q++)
+            if (*q != '.') mantissa = mantissa * 10 + (uint64_t)(*q - '0');
+        int e = atoi(q + 1);
+        if (strtod(s, NULL) != v && precision < 17) {
+            int found = 0;
+            for (int delta = -1; delta <= 1 && !found; delta += 2) {
+                uint64_t m = mantissa + (uint64_t)(int64_t)delta;
+                int me = e;
+                if (m == power * 10) {
+                    m = power;
+                    me = e + 1;
+                }
+                if (m < power) continue;
+                snprintf(s, sizeof s, "%llue%d", (unsigned long long)m, me - (precision - 1));
+                if (strtod(s, NULL) == v) {
+                    mantissa = m;
+                    e = me;
+                    found = 1;
+                }
+            }
+            if (!found) continue;
+        }
+        snprintf(s, sizeof s, "%llu", (unsigned long long)mantissa);
+        *nd = (int)strlen(s);
+        memcpy(digits, s, (size_t)*nd);
+        while (*nd > 1 && digits[*nd - 1] == '0') (*nd)--;
+        *exponent = e;
+        return;
+    }
+}
+
 /* repr(float) of a finite double: the shortest digits that read back as the same value,
  * in fixed notation unless the exponent is below -4 or above 15. */
 static int put_double_repr(Buf *b, double v) {
     if (v == 0) return buf_str(b, signbit(v) ? "-0.0" : "0.0");
-    char s[64];
-    for (int precision = 1; precision <= 17; precision++) {
-        snprintf(s, sizeof s, "%.*e", precision - 1, v);
-        if (strtod(s, NULL) == v) break;
-    }
-    const char *q = s;
     char digits[32];
-    int nd = 0, negative = 0;
-    if (*q == '-') {
-        negative = 1;
-        q++;
-    }
-    while (*q && *q != 'e') {
-        if (*q != '.') digits[nd++] = *q;
-        q++;
-    }
-    int exponent = atoi(q + 1);
-    while (nd > 1 && digits[nd - 1] == '0') nd--;
+    int nd, exponent, negative = v < 0;
+    shortest_digits(fabs(v), digits, &nd, &exponent);
     int decpt = exponent + 1;
     char out[64];
     int k = 0;
@@ -874,6 +907,7 @@ typedef struct {
 } ScopeValue;
 
 static uint64_t last_varint(const uint8_t *p, size_t n, uint32_t field) {
+    if (!p) p = NOTHING, n = 0;
     Rd r = {p, p + n};
     uint64_t value = 0;
     while (r.p < r.end) {
@@ -1001,6 +1035,7 @@ typedef struct {
 static LogFields log_fields(const uint8_t *p, size_t n) {
     LogFields f;
     memset(&f, 0, sizeof f);
+    if (!p) p = NOTHING, n = 0;
     Rd r = {p, p + n};
     while (r.p < r.end) {
         uint32_t field;
@@ -1132,6 +1167,25 @@ static int decode_logs_body(Logs *t, const uint8_t *body, size_t size) {
     return status;
 }
 
+#ifdef OTEL_NATIVE_FUZZ
+/* libFuzzer entry (fuzz/run.py builds it with AddressSanitizer and UndefinedBehaviorSanitizer). */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static int configured = 0;
+    if (!configured) {
+        strcpy(SEVERITY_NAMES[0], "SEVERITY_NUMBER_UNSPECIFIED");
+        strcpy(SEVERITY_NAMES[9], "SEVERITY_NUMBER_INFO");
+        configured = 1;
+    }
+    Logs *t = calloc(1, sizeof *t);
+    if (!t) return 0;
+    t->max_output = 64 << 20;
+    decode_logs_body(t, data, size);
+    logs_free(t);
+    free(t);
+    return 0;
+}
+#else
+
 /* ------------------------------------------------------------------------------------ */
 /* Python: handing the buffers over.                                                     */
 
@@ -1259,3 +1313,4 @@ static struct PyModuleDef MODULE = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&MODULE); }
+#endif /* OTEL_NATIVE_FUZZ */

@@ -1,0 +1,120 @@
+"""Decoding speed, µs per record, per signal and encoding, both decoders side by side in one run.
+
+    python bench/decode.py [--records 200] [--seconds 2]
+
+Every captured request (tests/captures) is scaled to ~``--records`` records (bench/run.py's
+mix). For each signal, encoding and decoder it times body → Arrow batch, the work a request
+costs before its commit: the Python path is ``wire.decode_request`` + the flattener +
+``.batch`` (the Arrow conversion the commit does), the native one ``decode.native.decode``.
+It also decodes on two threads at once, to show the native decoder releases the GIL. The
+machine is shared and noisy: compare the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from run import build_mix  # noqa: E402
+
+from otel_ingest import otlp_json, wire  # noqa: E402
+from otel_ingest.decode import native  # noqa: E402
+from otel_ingest.flatten import FLATTENERS  # noqa: E402
+from otel_ingest.schema import SIGNALS, Signal  # noqa: E402
+
+
+def timed(work: Callable[[], object], seconds: float) -> float:
+    """Seconds per call of ``work``, repeated for about ``seconds``."""
+    work()
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        work()
+        calls += 1
+    return elapsed / calls
+
+
+def python_path(signal: Signal, body: bytes, encoding: wire.Encoding) -> Callable[[], object]:
+    def work() -> object:
+        message, _ = wire.decode_request(signal, body, encoding)
+        return FLATTENERS[signal](message).batch
+
+    return work
+
+
+def native_path(signal: Signal, body: bytes) -> Callable[[], object]:
+    def work() -> object:
+        result = native.decode(signal, body, -1)
+        assert result is not None, "the native decoder declined a captured request"
+        return result.batch
+
+    return work
+
+
+def on_two_threads(work: Callable[[], object], seconds: float) -> float:
+    """Calls per second of ``work`` on two threads at once."""
+    counts = [0, 0]
+    deadline = time.perf_counter() + seconds
+
+    def loop(slot: int) -> None:
+        while time.perf_counter() < deadline:
+            work()
+            counts[slot] += 1
+
+    threads = [threading.Thread(target=loop, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    args = parser.parse_args()
+    mix = build_mix(args.records)
+    print(f"µs per record, body → Arrow batch ({args.records}-record requests, every capture)")
+    print(f"{'signal':8} {'encoding':9} {'python':>9} {'native':>9} {'python/native':>14}")
+    for signal in SIGNALS:
+        payloads = [p for p in mix if p.signal == signal]
+        records = sum(p.records for p in payloads)
+        for encoding in ("protobuf", "json"):
+            python = native_time = 0.0
+            for payload in payloads:
+                body = payload.body
+                if encoding == "json":
+                    message, _ = wire.decode_request(signal, body, "protobuf")
+                    body = otlp_json.dumps(message)
+                python += timed(python_path(signal, body, encoding), args.seconds / len(payloads))
+                if native.available() and encoding == "protobuf" and signal in native.SIGNALS:
+                    native_time += timed(native_path(signal, body), args.seconds / len(payloads))
+            py_us = python / records * 1e6
+            if native_time:
+                nat_us = native_time / records * 1e6
+                print(f"{signal:8} {encoding:9} {py_us:9.2f} {nat_us:9.2f} {py_us / nat_us:13.1f}×")
+            else:
+                print(f"{signal:8} {encoding:9} {py_us:9.2f} {'-':>9} {'-':>14}")
+    if native.available():
+        (logs,) = [p for p in mix if p.signal == "logs" and p.records >= args.records][:1] or [mix[0]]
+        one = 1 / timed(native_path("logs", logs.body), args.seconds)
+        two = on_two_threads(native_path("logs", logs.body), args.seconds)
+        py_one = 1 / timed(python_path("logs", logs.body, "protobuf"), args.seconds)
+        py_two = on_two_threads(python_path("logs", logs.body, "protobuf"), args.seconds)
+        print(
+            f"two threads vs one, logs protobuf: native {two / one:.2f}× ({one:.0f} → {two:.0f} requests/s), "
+            f"python {py_two / py_one:.2f}×"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Fuzz the native decoder with libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer.
+
+    python fuzz/run.py [--seconds 60] [--corpus DIR] [--jobs N]
+
+Builds ``otel_ingest/decode/_native.c`` without Python (``-DOTEL_NATIVE_FUZZ``) into a
+libFuzzer binary with clang (Debian: ``apt-get install clang libclang-rt-14-dev``), runs the
+fixed malformed cases of tests/test_decoder.py once each, then fuzzes for ``--seconds`` from a
+corpus seeded with every captured logs request (tests/captures, decompressed, JSON ones
+re-encoded as protobuf) and those cases. Any sanitizer report, crash, leak or timeout fails
+the run (exit status 1) and leaves the input in ``--artifacts``. Fuzzing longer: pass a
+persistent ``--corpus`` folder and ``--seconds 3600`` (or more, with ``--jobs`` on more cores);
+the corpus grows with every run. tests/test_decoder_fuzz.py runs it for a minute in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "otel_ingest" / "decode" / "_native.c"
+FLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", "-DOTEL_NATIVE_FUZZ"]
+
+
+def find_clang() -> str | None:
+    for name in ("clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def seeds() -> dict[str, bytes]:
+    """Name → body: the captured logs requests as protobuf, and the fixed malformed cases."""
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+    from test_decoder import MALFORMED
+
+    from otel_ingest import wire
+    from otel_ingest.errors import DecodeError
+    from support import load_captures
+
+    out = {f"malformed-{i}": body for i, body in enumerate(MALFORMED.values())}
+    for capture in load_captures():
+        if capture.signal != "logs":
+            continue
+        body = wire.decompress(capture.body, capture.header("content-encoding"), 64 << 20)
+        try:
+            message, _ = wire.decode_request("logs", body, wire.media_type(capture.header("content-type")))
+        except DecodeError:
+            continue
+        out[f"capture-{capture.run}-{capture.n}"] = message.SerializeToString()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--corpus", type=Path, help="a folder kept between runs (default: a temporary one)")
+    parser.add_argument("--artifacts", type=Path, default=Path("fuzz-artifacts"))
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args()
+    clang = find_clang()
+    if clang is None:
+        print("fuzz: clang not found (Debian: apt-get install clang libclang-rt-14-dev)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="otel-ingest-fuzz-") as tmp:
+        work = Path(tmp)
+        binary = work / "fuzz_logs"
+        subprocess.run([clang, *FLAGS, str(SOURCE), "-o", str(binary), "-lm"], check=True)
+        seed_dir = work / "seeds"
+        seed_dir.mkdir()
+        for name, body in seeds().items():
+            (seed_dir / f"{name}-{hashlib.sha256(body).hexdigest()[:8]}").write_bytes(body)
+        corpus = args.corpus or work / "corpus"
+        corpus.mkdir(parents=True, exist_ok=True)
+        args.artifacts.mkdir(parents=True, exist_ok=True)
+        common = [f"-artifact_prefix={args.artifacts}/", "-timeout=10", "-rss_limit_mb=2048", "-max_len=1048576"]
+        # Every seed once (the fixed cases), then the fuzzing itself.
+        once = subprocess.run([str(binary), *common, *sorted(map(str, seed_dir.iterdir()))])
+        if once.returncode != 0:
+            return 1
+        fuzz = subprocess.run(
+            [
+                str(binary),
+                *common,
+                f"-max_total_time={args.seconds}",
+                *([f"-jobs={args.jobs}", f"-workers={args.jobs}"] if args.jobs > 1 else []),
+                "-print_final_stats=1",
+                str(corpus),
+                str(seed_dir),
+            ]
+        )
+        return 0 if fuzz.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
