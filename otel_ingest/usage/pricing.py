@@ -146,6 +146,60 @@ def catalog_price(agent: str, model: str, day: str, usage: Usage) -> float | Non
     return None
 
 
+@dataclass(frozen=True)
+class Rates:
+    """A model's prices on a day, USD per token (None: the unit has no price), and the
+    input size above which tiered prices apply (None: no tiers)."""
+
+    input: float
+    output: float
+    cache_read: float | None
+    cache_write: float | None
+    per_request: float
+    tier_above: float | None
+
+
+@functools.lru_cache(maxsize=4096)
+def catalog_rates(agent: str, model: str, day: str) -> Rates | None:
+    """The genai-prices rates of a model on a day, for pricing many calls at once the way
+    ``calc_price`` does (uncached input, cache reads, cache writes and output, each at
+    its rate; tiers apply to all tokens once the input exceeds their start)."""
+    when = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    provider = PROVIDERS.get(agent)
+    probe = genai_prices.Usage(input_tokens=1, output_tokens=1)
+    for provider_id in (provider, None) if provider else (None,):
+        try:
+            model_price = genai_prices.calc_price(
+                probe, model_ref=model, provider_id=provider_id, genai_request_timestamp=when
+            ).model_price
+        except LookupError:
+            continue
+        tiers: list[float] = []
+        rate = functools.partial(_rate, model_price, tiers)
+        input_rate, output_rate = rate("input_mtok"), rate("output_mtok")
+        requests = getattr(model_price, "requests_kcount", None)
+        return Rates(
+            input=input_rate or 0.0,
+            output=output_rate or 0.0,
+            cache_read=rate("cache_read_mtok"),
+            cache_write=rate("cache_write_mtok"),
+            per_request=float(requests) / 1000 if requests is not None else 0.0,
+            tier_above=min(tiers) if tiers else None,
+        )
+    return None
+
+
+def _rate(model_price: object, tiers: list[float], name: str) -> float | None:
+    """One unit's base price per token (None if unpriced); tier starts go to ``tiers``."""
+    value = getattr(model_price, name, None)
+    if value is None:
+        return None
+    if isinstance(value, genai_prices.types.TieredPrices):
+        tiers.extend(float(t.start) for t in value.tiers)
+        value = value.base
+    return float(value) / MILLION
+
+
 class Pricer:
     """Prices calls: an override wins, else genai-prices; reported costs are kept."""
 

@@ -23,7 +23,7 @@ import polars as pl
 
 from otel_ingest.tables import Warehouse
 from otel_ingest.usage import derive
-from otel_ingest.usage.pricing import Pricer, Usage
+from otel_ingest.usage.pricing import MILLION, Pricer, Usage, catalog_price, catalog_rates
 from otel_ingest.usage.sources import Changes, RawTable, changes, derived_location, discover
 
 log = logging.getLogger("otel_ingest.usage")
@@ -196,28 +196,104 @@ class UsageStore:
         }
 
     def price(self, calls: pl.DataFrame) -> pl.DataFrame:
-        """Estimate the cost of calls that carry none (and reprice where an override says so)."""
+        """Estimate the cost of calls that carry none (and reprice reported ones where an
+        override says so). Calls are priced per (agent, model, day) with the rates
+        genai-prices gives ``calc_price``, in one vectorized pass; calls in a price tier,
+        or with a cache unit the model has no rate for, go through ``calc_price`` itself."""
         if not calls.height:
             return calls
-        keys = ["agent", "model", "day", *derive.TOKEN_COLUMNS[:4]]
-        needs = calls.filter(pl.col("cost_usd").is_null() | pl.col("model").is_not_null()).select(keys).unique()
-        costs: list[float | None] = []
-        replace: list[bool] = []
-        for row in needs.iter_rows(named=True):
-            usage = Usage(
-                row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"], row["output_tokens"]
-            )
-            costs.append(self.pricer.estimate(row["agent"], row["model"], row["day"], usage))
-            override = self.pricer.override(row["agent"], row["model"]) if row["model"] else None
-            replace.append(bool(override and override.replace_reported))
-        priced = needs.with_columns(
-            pl.Series("_estimate", costs, dtype=pl.Float64), pl.Series("_replace", replace, dtype=pl.Boolean)
+        replacing = any(p.replace_reported for p in self.pricer.overrides)
+        wanted = pl.col("cost_usd").is_null() | pl.lit(replacing)
+        groups = calls.filter(wanted & pl.col("model").is_not_null()).select("agent", "model", "day").unique()
+        rates: list[tuple[str, str, str, float, float, float | None, float | None, float, float | None, bool]] = []
+        for agent, model, day in groups.iter_rows():
+            override = self.pricer.override(agent, model)
+            if override is not None:
+                rates.append(
+                    (
+                        agent,
+                        model,
+                        day,
+                        override.input_mtok / MILLION,
+                        override.output_mtok / MILLION,
+                        override.cache_read_mtok / MILLION,
+                        override.cache_write_mtok / MILLION,
+                        0.0,
+                        None,
+                        override.replace_reported,
+                    )
+                )
+                continue
+            found = catalog_rates(agent, model, day)
+            if found is not None:
+                rates.append(
+                    (
+                        agent,
+                        model,
+                        day,
+                        found.input,
+                        found.output,
+                        found.cache_read,
+                        found.cache_write,
+                        found.per_request,
+                        found.tier_above,
+                        False,
+                    )
+                )
+        table = pl.DataFrame(
+            rates,
+            schema={
+                "agent": pl.String,
+                "model": pl.String,
+                "day": pl.String,
+                "_in": pl.Float64,
+                "_out": pl.Float64,
+                "_cr": pl.Float64,
+                "_cw": pl.Float64,
+                "_req": pl.Float64,
+                "_tier": pl.Float64,
+                "_replace": pl.Boolean,
+            },
+            orient="row",
         )
-        joined = calls.join(priced, on=keys, how="left", nulls_equal=True)
-        use_estimate = pl.col("cost_usd").is_null() | pl.col("_replace").fill_null(False)
+        joined = calls.join(table, on=["agent", "model", "day"], how="left", nulls_equal=True)
+        uncached = pl.col("input_tokens") - pl.col("cache_read_tokens") - pl.col("cache_write_tokens")
+        linear = (
+            uncached * pl.col("_in")
+            + pl.col("cache_read_tokens") * pl.col("_cr").fill_null(0.0)
+            + pl.col("cache_write_tokens") * pl.col("_cw").fill_null(0.0)
+            + pl.col("output_tokens") * pl.col("_out")
+            + pl.col("_req")
+        )
+        exact = (
+            pl.col("_in").is_not_null()
+            & (pl.col("_tier").is_null() | (pl.col("input_tokens") <= pl.col("_tier")))
+            & (pl.col("_cr").is_not_null() | (pl.col("cache_read_tokens") == 0))
+            & (pl.col("_cw").is_not_null() | (pl.col("cache_write_tokens") == 0))
+        )
+        reprice = pl.col("cost_usd").is_null() | pl.col("_replace").fill_null(False)
         joined = joined.with_columns(
-            pl.when(use_estimate).then(pl.col("_estimate")).otherwise(pl.col("cost_usd")).alias("cost_usd"),
-            pl.when(use_estimate)
+            reprice.alias("_reprice"), pl.when(exact).then(linear).alias("_estimate"), exact.alias("_exact")
+        )
+        # The rest (tiers, unpriced cache units) one by one, through calc_price.
+        slow = joined.filter(pl.col("_reprice") & ~pl.col("_exact") & pl.col("_in").is_not_null())
+        if slow.height:
+            costs = [
+                catalog_price(
+                    r["agent"],
+                    r["model"],
+                    r["day"],
+                    Usage(r["input_tokens"], r["cache_read_tokens"], r["cache_write_tokens"], r["output_tokens"]),
+                )
+                for r in slow.iter_rows(named=True)
+            ]
+            slow_costs = slow.select("fact_id", pl.Series("_slow", costs, dtype=pl.Float64))
+            joined = joined.join(slow_costs, on="fact_id", how="left").with_columns(
+                pl.coalesce("_estimate", "_slow").alias("_estimate")
+            )
+        joined = joined.with_columns(
+            pl.when(pl.col("_reprice")).then(pl.col("_estimate")).otherwise(pl.col("cost_usd")).alias("cost_usd"),
+            pl.when(pl.col("_reprice"))
             .then(pl.when(pl.col("_estimate").is_not_null()).then(pl.lit("estimated")))
             .otherwise(pl.col("cost_source"))
             .alias("cost_source"),
