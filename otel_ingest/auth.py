@@ -9,6 +9,7 @@ The token file is TOML, one ``[[principals]]`` table per principal::
     requests_per_second = 20                   # optional
     bytes_per_second = 5_000_000               # optional (request bytes as sent)
     burst_seconds = 2                          # optional: bucket size, in seconds of rate
+    read = ["main.telemetry.*"]                # optional: tables whose usage it may read (dashboard)
 
 Tokens are only ever compared as SHA-256 digests, in constant time, and never logged.
 The file is re-read when its modification time changes (checked at most once a second);
@@ -84,6 +85,8 @@ class Principal:
     # The [principals.gateway] table, as written: endpoints and limits of the AI gateway,
     # checked by otel_ingest.gateway.grants (None: no gateway access).
     gateway: dict[str, Any] | None = None
+    # Tables whose usage this principal may read in the dashboard (glob patterns).
+    read: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.requests_per_second:
@@ -96,6 +99,9 @@ class Principal:
     def may_write(self, table: TableName) -> bool:
         name = str(table)
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.tables)
+
+    def may_read(self, table: str) -> bool:
+        return any(fnmatch.fnmatchcase(table.lower(), pattern) for pattern in self.read)
 
 
 ANONYMOUS = Principal(name="anonymous", token_sha256=b"", tables=("*",))
@@ -126,7 +132,8 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
             raise TokenFileError(f"{where}: token_sha256 must be 64 hex digits.") from exc
         if len(digest) != 32:
             raise TokenFileError(f"{where}: token_sha256 must be 64 hex digits.")
-    tables = entry.get("tables")
+    # A read-only principal (dashboard) needs no write grants.
+    tables = entry.get("tables", [] if "read" in entry else None)
     if not isinstance(tables, list) or not all(isinstance(t, str) and t for t in tables):
         raise TokenFileError(f"{where}: tables must be a list of patterns such as 'main.telemetry.*'.")
     limits: dict[str, float] = {}
@@ -139,7 +146,10 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
     gateway = entry.get("gateway")
     if gateway is not None and not isinstance(gateway, dict):
         raise TokenFileError(f"{where}: gateway must be a table ([principals.gateway]).")
-    unknown = set(entry) - {"name", "token", "token_sha256", "tables", "gateway", *limits}
+    read = entry.get("read", [])
+    if not isinstance(read, list) or not all(isinstance(t, str) and t for t in read):
+        raise TokenFileError(f"{where}: read must be a list of patterns such as 'main.telemetry.*'.")
+    unknown = set(entry) - {"name", "token", "token_sha256", "tables", "gateway", "read", *limits}
     if unknown:
         raise TokenFileError(f"{where}: unknown keys {sorted(unknown)}.")
     return Principal(
@@ -150,6 +160,7 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
         bytes_per_second=limits.get("bytes_per_second"),
         burst_seconds=limits.get("burst_seconds", DEFAULT_BURST_SECONDS),
         gateway=gateway,
+        read=tuple(t.lower() for t in read),
     )
 
 

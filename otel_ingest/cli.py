@@ -128,6 +128,19 @@ def _add_usage_commands(commands: Any) -> None:
     for name in _STORAGE_OPTIONS:
         _add_option(usage, name)
 
+    dashboard = commands.add_parser("dashboard", help="serve the usage dashboard (its own process and port)")
+    demo = commands.add_parser(
+        "demo", help="replay sample captures of Claude Code, Gemini CLI and Codex, then serve the dashboard"
+    )
+    for each in (dashboard, demo):
+        each.add_argument("--host", default="127.0.0.1", help="address to listen on [default 127.0.0.1]")
+        each.add_argument("--port", type=int, default=DASHBOARD_PORT, help=f"port [default {DASHBOARD_PORT}]")
+        each.add_argument("--tokens", default=None, help="token file; principals need read = [...] grants")
+        each.add_argument("--prices", default=None, help="price-override TOML file (see docs/usage.md)")
+        each.add_argument("--refresh-seconds", type=float, default=30.0, help="refresh the usage tables this often")
+        for name in _STORAGE_OPTIONS:
+            _add_option(each, name)
+
 
 def _warehouse(settings: Settings) -> Warehouse:
     return Warehouse(settings.warehouse, dict(settings.storage_options))
@@ -301,6 +314,43 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+DASHBOARD_PORT = 8090
+
+
+def _dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from otel_ingest.config import is_loopback
+    from otel_ingest.dashboard.app import DashboardSettings, create_dashboard_app
+    from otel_ingest.usage.pricing import Pricer, load_overrides
+
+    if args.tokens is None and not is_loopback(args.host):
+        raise ConfigError(
+            f"Refusing to serve the dashboard on {args.host} without --tokens: the usage data names people. "
+            "Give a token file whose principals have read = [...] grants, or listen on 127.0.0.1."
+        )
+    if args.tokens is not None:
+        load_token_file(args.tokens)
+    warehouse = _warehouse(settings)
+    if args.command == "demo":
+        from otel_ingest.dashboard.demo import replay_samples
+
+        stored = replay_samples(warehouse.root)
+        print(f"Replayed {stored} sample requests into {warehouse.root}.")
+    app = create_dashboard_app(
+        DashboardSettings(
+            warehouse=warehouse,
+            tokens=args.tokens,
+            pricer=Pricer(load_overrides(args.prices) if args.prices else []),
+            refresh_seconds=args.refresh_seconds,
+        )
+    )
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"Usage dashboard: http://{shown}:{args.port}/?since=2026-11-01", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level, access_log=False)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tokens":
@@ -312,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level)
         if args.command == "usage":
             return _usage(settings, args)
+        if args.command in ("dashboard", "demo"):
+            return _dashboard(settings, args)
         if args.command == "serve":
             settings.check_safe_to_listen(_listen_advice(args.host))
             if settings.tokens is not None:

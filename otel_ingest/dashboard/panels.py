@@ -1,0 +1,180 @@
+"""The dashboard's panels, computed from one ``query.Usage``: each is a list of rows that
+the page draws and that ``/api/panel/<name>`` exports as JSON or CSV."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from otel_ingest.usage import query
+from otel_ingest.usage.derive import TOKEN_COLUMNS
+
+PANELS = (
+    "totals",
+    "over_time",
+    "tokens_by_type",
+    "by_user",
+    "by_model",
+    "by_agent",
+    "sessions",
+    "tools",
+    "errors",
+    "latency",
+    "mismatches",
+    "unpriced",
+    "calls",
+    "activity",
+)
+ROW_LIMIT = 1000
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _clean(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
+
+
+def _leaderboard(calls: pl.DataFrame, key: str) -> pl.DataFrame:
+    return (
+        query.group(calls, [key])
+        .with_columns((pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens"))
+        .sort(["cost_usd", "tokens"], descending=True, nulls_last=True)
+    )
+
+
+def totals(usage: query.Usage) -> dict[str, Any]:
+    calls, activity = usage.calls, usage.activity
+    kind = activity.group_by("kind").agg(pl.col("value").sum()) if activity.height else pl.DataFrame()
+    by_kind = {k: v for k, v in kind.iter_rows()} if kind.height else {}
+    input_tokens = int(calls["input_tokens"].sum()) if calls.height else 0
+    cache_read = int(calls["cache_read_tokens"].sum()) if calls.height else 0
+    costs = calls["cost_usd"].drop_nulls() if calls.height else pl.Series([], dtype=pl.Float64)
+    sessions = pl.concat([calls.select("session"), activity.select("session")])["session"].drop_nulls().n_unique()
+    users = pl.concat([calls.select("user"), activity.select("user")])["user"].drop_nulls().n_unique()
+    return {
+        "cost_usd": float(costs.sum()) if costs.len() else None,
+        "calls": int(calls["calls"].fill_null(0).sum()) if calls.height else 0,
+        "input_tokens": input_tokens,
+        "output_tokens": int(calls["output_tokens"].sum()) if calls.height else 0,
+        "tokens": input_tokens + (int(calls["output_tokens"].sum()) if calls.height else 0),
+        "cache_hit_ratio": cache_read / input_tokens if input_tokens else None,
+        "sessions": sessions,
+        "active_users": users,
+        "prompts": int(by_kind.get("prompt", 0)),
+        "lines_added": int(by_kind.get("lines_added", 0)),
+        "lines_removed": int(by_kind.get("lines_removed", 0)),
+        "commits": int(by_kind.get("commit", 0)),
+        "pull_requests": int(by_kind.get("pull_request", 0)),
+        "unpriced_calls": int(calls["cost_usd"].is_null().sum()) if calls.height else 0,
+    }
+
+
+def over_time(usage: query.Usage, stack: str) -> pl.DataFrame:
+    grouped = query.group(usage.calls, ["day", stack])
+    return grouped.with_columns((pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens")).select(
+        "day", pl.col(stack).alias("stack"), "cost_usd", "tokens", "calls"
+    )
+
+
+def tokens_by_type(usage: query.Usage) -> pl.DataFrame:
+    calls = usage.calls
+    sums = {c: int(calls[c].sum()) if calls.height else 0 for c in TOKEN_COLUMNS}
+    rows = [
+        ("input (uncached)", sums["input_tokens"] - sums["cache_read_tokens"] - sums["cache_write_tokens"]),
+        ("cache read", sums["cache_read_tokens"]),
+        ("cache write", sums["cache_write_tokens"]),
+        ("output", sums["output_tokens"] - sums["reasoning_tokens"]),
+        ("reasoning", sums["reasoning_tokens"]),
+    ]
+    return pl.DataFrame(rows, schema={"type": pl.String, "tokens": pl.Int64}, orient="row")
+
+
+def sessions(usage: query.Usage) -> pl.DataFrame:
+    calls = usage.calls.filter(pl.col("session").is_not_null())
+    grouped = query.group(calls, ["session", "agent", "user"])
+    return grouped.sort("cost_usd", descending=True, nulls_last=True).head(100)
+
+
+def tools(usage: query.Usage) -> pl.DataFrame:
+    activity = usage.activity.filter(pl.col("kind").is_in(["tool_call", "tool_decision"]))
+    if not activity.height:
+        return pl.DataFrame(
+            schema={
+                "tool": pl.String,
+                "calls": pl.Int64,
+                "success_rate": pl.Float64,
+                "decisions": pl.Int64,
+                "accept_rate": pl.Float64,
+            }
+        )
+    is_call = pl.col("kind") == "tool_call"
+    decided = pl.col("decision").is_not_null()
+    return (
+        activity.group_by("tool")
+        .agg(
+            is_call.sum().cast(pl.Int64).alias("calls"),
+            (pl.col("success").filter(is_call).sum() / is_call.sum()).alias("success_rate"),
+            decided.sum().cast(pl.Int64).alias("decisions"),
+            ((pl.col("decision") == "accept").filter(decided).sum() / decided.sum()).alias("accept_rate"),
+        )
+        .sort("calls", descending=True)
+    )
+
+
+def errors(usage: query.Usage) -> pl.DataFrame:
+    rows = usage.activity.filter(pl.col("kind") == "api_error")
+    return (
+        rows.group_by("day", "agent", "status_code")
+        .agg(pl.len().cast(pl.Int64).alias("errors"))
+        .sort("day", "agent", "status_code", nulls_last=True)
+    )
+
+
+def latency(usage: query.Usage) -> pl.DataFrame:
+    calls = usage.calls.filter(pl.col("duration_ms").is_not_null())
+    return (
+        calls.group_by("agent", "model")
+        .agg(
+            pl.len().cast(pl.Int64).alias("calls"),
+            pl.col("duration_ms").quantile(0.5, "linear").alias("p50_ms"),
+            pl.col("duration_ms").quantile(0.95, "linear").alias("p95_ms"),
+            pl.col("duration_ms").quantile(0.99, "linear").alias("p99_ms"),
+        )
+        .sort("agent", "model", nulls_last=True)
+    )
+
+
+def panel(usage: query.Usage, name: str, stack: str = "agent") -> list[dict[str, Any]]:
+    """One panel's rows (``totals`` is one row)."""
+    if name == "totals":
+        return [totals(usage)]
+    frames = {
+        "over_time": lambda: over_time(usage, stack),
+        "tokens_by_type": lambda: tokens_by_type(usage),
+        "by_user": lambda: _leaderboard(usage.calls, "user"),
+        "by_model": lambda: _leaderboard(usage.calls, "model"),
+        "by_agent": lambda: _leaderboard(usage.calls, "agent"),
+        "sessions": lambda: sessions(usage),
+        "tools": lambda: tools(usage),
+        "errors": lambda: errors(usage),
+        "latency": lambda: latency(usage),
+        "mismatches": lambda: usage.mismatches,
+        "unpriced": lambda: query.unpriced_models(usage.calls),
+        "calls": lambda: usage.calls.sort("time", descending=True).head(ROW_LIMIT),
+        "activity": lambda: usage.activity.sort("time", descending=True).head(ROW_LIMIT),
+    }
+    if name not in frames:
+        raise KeyError(name)
+    return records(frames[name]())
+
+
+def summary(usage: query.Usage, stack: str) -> dict[str, Any]:
+    return {name: panel(usage, name, stack) if name != "totals" else totals(usage) for name in PANELS}
