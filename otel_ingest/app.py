@@ -273,7 +273,8 @@ async def _maintain_forever(writer: Writer, interval: float) -> None:
         await asyncio.sleep(interval)
         for table in writer.tables:
             try:
-                await asyncio.to_thread(maintain, writer.warehouse, table.name)
+                # Every replica runs this loop; the lease lets one of them do each pass.
+                await asyncio.to_thread(maintain, writer.warehouse, table.name, lease_seconds=interval)
             except Exception:
                 log.warning("Background maintenance of %s failed; will try again.", table.name, exc_info=True)
 

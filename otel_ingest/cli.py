@@ -1,5 +1,5 @@
-"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``sql``, ``maintain``,
-``tokens new``, ``usage``, ``dashboard`` and ``demo``.
+"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``tables retention``, ``sql``,
+``maintain``, ``tokens new``, ``usage``, ``dashboard`` and ``demo``.
 
 Every ``serve`` flag can also be given as an ``OTEL_INGEST_<FLAG>`` environment
 variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
@@ -23,9 +23,18 @@ from otel_ingest.app import configure_logging
 from otel_ingest.auth import TokenFileError, load_token_file
 from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
 from otel_ingest.errors import IngestError, TableNotFound
-from otel_ingest.maintenance import DEFAULT_RETENTION_HOURS, maintain
+from otel_ingest.maintenance import DELTA_DEFAULT_RETENTION, maintain
 from otel_ingest.schema import DDLError, parse_ddl
-from otel_ingest.tables import TableName, Warehouse, table_set
+from otel_ingest.tables import (
+    DEFAULT_DELETED_FILE_RETENTION,
+    DEFAULT_LOG_RETENTION,
+    DELETED_FILE_RETENTION_PROPERTY,
+    LOG_RETENTION_PROPERTY,
+    TableName,
+    Warehouse,
+    interval_seconds,
+    table_set,
+)
 from otel_ingest.usage.pricing import PriceFileError
 
 log = logging.getLogger("otel_ingest")
@@ -80,11 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument(
         "--retention-hours",
         type=int,
-        default=DEFAULT_RETENTION_HOURS,
-        help=f"keep files needed by versions younger than this [default {DEFAULT_RETENTION_HOURS}]",
+        default=None,
+        help="override the table's delta.deletedFileRetentionDuration: delete replaced files older than "
+        "this, even if the table says to keep them longer (readers of older versions may then fail) "
+        "[default: each table's own retention]",
     )
     for name in _STORAGE_OPTIONS:
         _add_option(maintain, name)
+
+    retention = table_commands.add_parser(
+        "retention",
+        help="show or change how long a table keeps replaced files and log entries",
+        description="Without options, print each table's retentions. Values are Delta intervals, "
+        "e.g. 'interval 2 hours' or 'interval 7 days'.",
+    )
+    retention.add_argument("target", metavar="CATALOG.SCHEMA.TABLE_OR_PREFIX")
+    retention.add_argument(
+        "--deleted-files",
+        metavar="INTERVAL",
+        help=f"delta.deletedFileRetentionDuration: how long vacuum keeps replaced data files, i.e. how long "
+        f"a query may run and how far back time travel reaches [default for new tables "
+        f"{DEFAULT_DELETED_FILE_RETENTION!r}]",
+    )
+    retention.add_argument(
+        "--log",
+        metavar="INTERVAL",
+        help=f"delta.logRetentionDuration: how long log entries are kept [default for new tables "
+        f"{DEFAULT_LOG_RETENTION!r}]",
+    )
+    for name in _STORAGE_OPTIONS:
+        _add_option(retention, name)
 
     tokens = commands.add_parser("tokens", help="make token file entries")
     token_commands = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -211,13 +245,18 @@ def _tokens_new(name: str, tables: list[str]) -> int:
     return 0
 
 
-def _maintain(settings: Settings, target: str, retention_hours: int) -> int:
-    warehouse = _warehouse(settings)
+def _existing_tables(warehouse: Warehouse, target: str) -> list[TableName]:
+    """The table ``target``, or the existing tables of the set with prefix ``target``."""
     name = TableName.parse(target)
     names = [name] if warehouse.exists(name) else [n for n in table_set(target).values() if warehouse.exists(n)]
     if not names:
         raise TableNotFound(f"No table {target} and no table set with prefix {target} exists in {warehouse.root}.")
-    for each in names:
+    return names
+
+
+def _maintain(settings: Settings, target: str, retention_hours: int | None) -> int:
+    warehouse = _warehouse(settings)
+    for each in _existing_tables(warehouse, target):
         print(maintain(warehouse, each, retention_hours))
     return 0
 
@@ -311,6 +350,25 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
         for note in (report.unpriced_note(usage), report.mismatch_note(usage)):
             if note:
                 print(note, file=sys.stderr)
+
+
+def _retention(settings: Settings, target: str, deleted_files: str | None, log_retention: str | None) -> int:
+    warehouse = _warehouse(settings)
+    changes = {
+        key: value
+        for key, value in ((DELETED_FILE_RETENTION_PROPERTY, deleted_files), (LOG_RETENTION_PROPERTY, log_retention))
+        if value is not None
+    }
+    for key, value in changes.items():
+        try:
+            interval_seconds(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+    for name in _existing_tables(warehouse, target):
+        configuration = warehouse.set_properties(name, changes) if changes else warehouse.properties(name)
+        files = configuration.get(DELETED_FILE_RETENTION_PROPERTY, f"{DELTA_DEFAULT_RETENTION} (Delta's default)")
+        log_entries = configuration.get(LOG_RETENTION_PROPERTY, "interval 30 days (Delta's default)")
+        print(f"{name}: deleted files kept {files}, log entries kept {log_entries}")
     return 0
 
 
@@ -370,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 preflight.check_token_file(settings.tokens)
             preflight.check_warehouse(_warehouse(settings))
             return _serve(settings)
+        if args.command == "tables" and args.tables_command == "retention":
+            return _retention(settings, args.target, args.deleted_files, args.log)
         if args.command == "tables":
             return _tables_create(settings, args.prefix)
         if args.command == "maintain":

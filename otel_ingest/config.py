@@ -154,7 +154,8 @@ OPTIONS: tuple[Option, ...] = (
         "maintenance_interval",
         float,
         300.0,
-        "seconds between background compaction/vacuum of the tables this server writes (0 = off)",
+        "seconds between background compaction/vacuum of the tables this server writes; replicas "
+        "writing the same tables take turns (0 = off)",
         "SECONDS",
     ),
     Option("tokens", str, None, "token file (TOML) of principals, their tables and rate limits", "FILE"),

@@ -33,10 +33,25 @@ log = logging.getLogger("otel_ingest.tables")
 
 _PART = re.compile(r"[a-z0-9_][a-z0-9_-]*")
 MAX_PART_LENGTH = 255
-# Telemetry tables take a commit every few seconds for as long as agents run, so the log
-# is kept for a day, not Delta's default 30: maintenance (`maintain`, or the server's
-# background pass) deletes entries older than that. Measured in bench/versions.py.
-TABLE_DEFAULTS = {"delta.logRetentionDuration": "interval 1 day"}
+# Under load every commit writes one small Parquet file and one log entry, and
+# `maintain` compacts the small files into large ones. What is replaced stays in
+# storage for the retentions below, so they bound the footprint: Delta's defaults (a
+# week of replaced files, 30 days of log) kept ~25x the compacted data at 15k
+# records/s. Two hours still let a query that started two hours ago finish, and time
+# travel reach back two hours, which is all telemetry readers need (docs/operations.md,
+# "Retention"). The log keeps as long as the files: an entry whose files are gone only
+# serves history, and delta-rs lists the log folder on every commit (bench/versions.py).
+# Maintenance (`maintain`, or the server's background pass) deletes what expired.
+DELETED_FILE_RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
+LOG_RETENTION_PROPERTY = "delta.logRetentionDuration"
+DEFAULT_DELETED_FILE_RETENTION = "interval 2 hours"
+DEFAULT_LOG_RETENTION = "interval 2 hours"
+TABLE_DEFAULTS = {
+    DELETED_FILE_RETENTION_PROPERTY: DEFAULT_DELETED_FILE_RETENTION,
+    LOG_RETENTION_PROPERTY: DEFAULT_LOG_RETENTION,
+}
+_INTERVAL = re.compile(r"interval\s+(\d+)\s+(second|minute|hour|day|week)s?", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "az://", "abfs://", "abfss://", "gs://")
 
 
@@ -79,6 +94,17 @@ def table_set(prefix: str) -> dict[Signal, TableName]:
     """``catalog.schema.prefix`` → the three table names of the Databricks guide."""
     base = TableName.parse(prefix)
     return {signal: TableName.parse(f"{base}{TABLE_SUFFIXES[signal]}") for signal in SIGNALS}
+
+
+def interval_seconds(value: str) -> int:
+    """Seconds of a Delta interval such as ``interval 2 hours``; ValueError naming the format."""
+    match = _INTERVAL.fullmatch(value.strip())
+    if not match:
+        raise ValueError(
+            f"{value!r} is not a Delta interval; write e.g. 'interval 2 hours' "
+            "(a whole number of seconds, minutes, hours, days or weeks)."
+        )
+    return int(match[1]) * _UNIT_SECONDS[match[2].lower()]
 
 
 def _first_difference(expected: Any, actual: Any, path: str) -> str | None:
@@ -198,12 +224,36 @@ class Warehouse:
     def create_for_signal(self, name: TableName, signal: Signal) -> deltalake.DeltaTable:
         table = self.create(name, signal_schema(signal), {SCHEMA_VERSION_PROPERTY: SCHEMA_VERSION, **TABLE_DEFAULTS})
         self.check(name, signal, table)
+        return self._add_missing_defaults(name, table)
+
+    def _add_missing_defaults(self, name: TableName, table: deltalake.DeltaTable) -> deltalake.DeltaTable:
+        """Give a table made by an older version (or another tool) the retentions it lacks;
+        values already set, e.g. by ``tables retention``, are left alone."""
+        configuration = table.metadata().configuration
+        missing = {key: value for key, value in TABLE_DEFAULTS.items() if key not in configuration}
+        if missing:
+            try:
+                table.alter.set_table_properties(missing, raise_if_not_exists=False)
+                log.info("Table %s: set %s.", name, ", ".join(f"{k} = {v!r}" for k, v in missing.items()))
+            except Exception as exc:  # a concurrent creator set them first, or storage failed: not fatal
+                log.warning("Could not set %s on table %s: %s", ", ".join(missing), name, exc)
         return table
+
+    def set_properties(self, name: TableName, properties: dict[str, str]) -> dict[str, str]:
+        """Change table properties (e.g. the retentions); returns the table's configuration."""
+        table = deltalake.DeltaTable(self.location(name), storage_options=self.storage_options)
+        table.alter.set_table_properties(properties, raise_if_not_exists=False)
+        return dict(table.metadata().configuration)
+
+    def properties(self, name: TableName) -> dict[str, str]:
+        table = deltalake.DeltaTable(self.location(name), storage_options=self.storage_options)
+        return dict(table.metadata().configuration)
 
     def create_definition(self, definition: TableDefinition) -> deltalake.DeltaTable:
         """Create a table from a parsed CREATE TABLE statement; an existing table must match it."""
         name = TableName.parse(definition.name)
-        table = self.create(name, definition.schema, definition.properties)
+        # The statement's own properties win over the retention defaults.
+        table = self.create(name, definition.schema, {**TABLE_DEFAULTS, **definition.properties})
         expected = _schema_json(deltalake.Schema.from_arrow(definition.schema))
         difference = _first_difference(expected, _schema_json(table.schema()), "")
         if difference:
