@@ -274,7 +274,7 @@ async def _maintain_forever(writer: Writer, interval: float) -> None:
         for table in writer.tables:
             try:
                 # Every replica runs this loop; the lease lets one of them do each pass.
-                await asyncio.to_thread(maintain, writer.warehouse, table.name, lease_seconds=interval)
+                await asyncio.to_thread(maintain, writer.warehouse, table.name, every=interval)
             except Exception:
                 log.warning("Background maintenance of %s failed; will try again.", table.name, exc_info=True)
 

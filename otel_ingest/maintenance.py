@@ -8,18 +8,23 @@ How long replaced files and log entries stay is each table's own business: its
 ``delta.deletedFileRetentionDuration`` and ``delta.logRetentionDuration`` properties
 (set by ``tables create`` and ``sql``, changed by ``tables retention``).
 
-Several replicas write the same tables, and each runs background maintenance. A pass
-first takes the table's *maintenance lease*: a commit that carries a Delta application
-transaction (``txn``) whose id is MAINTENANCE_APP_ID and whose version is the time of
-the claim in milliseconds. Delta's commit protocol makes two claims made from the same
-table version conflict, so exactly one replica wins; the others see a claim younger
-than the interval in the table state they already hold and skip the pass. A replica
-that dies mid-pass leaves a claim that expires after one interval.
+Several replicas write the same tables, and each runs background maintenance. Two
+compactions must never overlap: deltalake 1.6.6 lets two compactions that read the same
+version both commit, and every row they compacted is then in the table twice
+(tests/test_maintenance.py reproduces it). So a pass first takes the table's
+*maintenance lease*: a commit that carries a Delta application transaction (``txn``)
+whose id is MAINTENANCE_APP_ID and whose version encodes the time (ms) and whether the
+lease is held or released. Delta's commit protocol makes two claims from the same table
+version conflict, so exactly one replica wins. While its pass runs, the holder renews the
+claim every RENEW_SECONDS; the others see a fresh claim in the table state they already
+hold and skip. A holder that dies stops renewing, and its claim lapses after
+STALE_SECONDS.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,8 +38,12 @@ log = logging.getLogger("otel_ingest.maintenance")
 
 COMPACT_ATTEMPTS = 3
 MAINTENANCE_APP_ID = "otel-ingest-maintenance"
-# A claim younger than this share of the interval makes a replica skip its pass: the
-# replicas' timers drift, and a pass that starts a little early must still give way.
+# A pass renews its claim this often; a claim not renewed for STALE_SECONDS belongs to a
+# replica that died mid-pass. Renewals are empty commits: a handful per pass.
+RENEW_SECONDS = 5.0
+STALE_SECONDS = 30.0
+# Background passes skip a table whose last pass ended less than this share of the
+# interval ago: the replicas' timers drift, and a pass that starts a little early gives way.
 LEASE_SHARE = 0.8
 # Delta's own default when a table has no delta.deletedFileRetentionDuration.
 DELTA_DEFAULT_RETENTION = "interval 1 week"
@@ -68,49 +77,107 @@ def retention_of(table: deltalake.DeltaTable) -> str:
     return table.metadata().configuration.get(DELETED_FILE_RETENTION_PROPERTY, DELTA_DEFAULT_RETENTION)
 
 
-def last_claim_ms(table: deltalake.DeltaTable) -> int | None:
-    """When (epoch ms) a maintenance pass last claimed this table, per the loaded state."""
-    return table.transaction_version(MAINTENANCE_APP_ID)
+@dataclass(frozen=True)
+class Claim:
+    """The lease as the table records it: when it was last claimed, renewed or released."""
+
+    at_ms: int
+    held: bool
+
+    @classmethod
+    def of(cls, table: deltalake.DeltaTable) -> Claim | None:
+        version = table.transaction_version(MAINTENANCE_APP_ID)
+        return None if version is None else cls(version // 2, version % 2 == 0)
+
+    def version(self) -> int:
+        return self.at_ms * 2 + (0 if self.held else 1)
 
 
-def claim(table: deltalake.DeltaTable, interval: float) -> str | None:
-    """Take the table's maintenance lease for ``interval`` seconds; None when taken, else
-    why not (another replica holds it, or won the race for it)."""
-    now_ms = int(time.time() * 1000)
-    last = last_claim_ms(table)
-    if last is not None and now_ms - last < interval * 1000 * LEASE_SHARE:
-        return f"another pass claimed it {(now_ms - last) / 1000:.0f} s ago"
+def _record(table: deltalake.DeltaTable, claim: Claim) -> None:
+    """Commit ``claim`` (an empty append carrying the lease's txn); CommitFailedError if a
+    concurrent commit recorded the lease first."""
     empty = pa.Table.from_batches([], schema=pa.schema(table.schema().to_arrow()))
-    lease = deltalake.CommitProperties(
-        app_transactions=[deltalake.Transaction(app_id=MAINTENANCE_APP_ID, version=now_ms)]
+    properties = deltalake.CommitProperties(
+        app_transactions=[deltalake.Transaction(app_id=MAINTENANCE_APP_ID, version=claim.version())]
     )
+    deltalake.write_deltalake(table, empty, mode="append", commit_properties=properties)
+
+
+def claim(table: deltalake.DeltaTable, every: float = 0.0) -> str | None:
+    """Take the table's maintenance lease; None when taken, else why not. ``every``: also
+    give way when the last pass ended less than LEASE_SHARE of that many seconds ago."""
+    now_ms = int(time.time() * 1000)
+    last = Claim.of(table)
+    if last is not None:
+        age = (now_ms - last.at_ms) / 1000
+        if last.held and age < STALE_SECONDS:
+            return f"a pass on another replica holds it (renewed {age:.0f} s ago)"
+        if age < every * LEASE_SHARE:
+            return f"another pass ended {age:.0f} s ago"
     try:
-        deltalake.write_deltalake(table, empty, mode="append", commit_properties=lease)
+        _record(table, Claim(now_ms, held=True))
     except CommitFailedError as exc:  # a concurrent claim won
         return f"another pass claimed it at the same moment ({exc})"
     return None
+
+
+class _Renewal:
+    """Renews a held lease every RENEW_SECONDS in a thread, and releases it at the end."""
+
+    def __init__(self, warehouse: Warehouse, name: TableName) -> None:
+        self.table = deltalake.DeltaTable(warehouse.location(name), storage_options=warehouse.storage_options)
+        self.name = name
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"lease {name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(RENEW_SECONDS):
+            try:
+                self.table.update_incremental()
+                _record(self.table, Claim(int(time.time() * 1000), held=True))
+            except Exception as exc:  # the next renewal may succeed; STALE_SECONDS leaves room
+                log.warning("Could not renew the maintenance lease of %s: %s", self.name, exc)
+
+    def release(self) -> None:
+        self.done.set()
+        self.thread.join()
+        try:
+            self.table.update_incremental()
+            _record(self.table, Claim(int(time.time() * 1000), held=False))
+        except Exception as exc:  # the claim then lapses after STALE_SECONDS
+            log.warning("Could not release the maintenance lease of %s: %s", self.name, exc)
 
 
 def maintain(
     warehouse: Warehouse,
     name: TableName,
     retention_hours: int | None = None,
-    lease_seconds: float | None = None,
+    every: float = 0.0,
 ) -> MaintenanceReport:
-    """Compact, checkpoint, vacuum and clean the log of one table.
+    """Compact, checkpoint, vacuum and clean the log of one table, holding its lease.
 
     ``retention_hours`` overrides the table's own deleted-file retention (it may then be
-    shorter than the property: an operator's explicit choice). ``lease_seconds``: take
-    the maintenance lease for that long first and skip the pass if another replica
-    holds it (background maintenance); None runs unconditionally (``otel-ingest maintain``).
+    shorter than the property: an operator's explicit choice). ``every``: the background
+    interval; the pass is skipped if another ended less than about that long ago. A pass
+    that finds the lease held by another replica is skipped (see ``MaintenanceReport.skipped``).
     """
     started = time.perf_counter()
     table = deltalake.DeltaTable(warehouse.location(name), storage_options=warehouse.storage_options)
-    if lease_seconds is not None:
-        busy = claim(table, lease_seconds)
-        if busy:
-            log.info("Maintenance of %s skipped: %s.", name, busy)
-            return MaintenanceReport(name=name, version=table.version(), skipped=busy)
+    busy = claim(table, every)
+    if busy:
+        log.info("Maintenance of %s skipped: %s.", name, busy)
+        return MaintenanceReport(name=name, version=table.version(), skipped=busy)
+    renewal = _Renewal(warehouse, name)
+    try:
+        return _pass(table, name, retention_hours, started)
+    finally:
+        renewal.release()
+
+
+def _pass(
+    table: deltalake.DeltaTable, name: TableName, retention_hours: int | None, started: float
+) -> MaintenanceReport:
     metrics: dict[str, int] = {}
     for attempt in range(1, COMPACT_ATTEMPTS + 1):
         try:
@@ -128,8 +195,8 @@ def maintain(
         retention_hours=retention_hours,  # None: the table's property
         dry_run=False,
         enforce_retention_duration=retention_hours is None,
-        # Full: also data files no commit references (a commit or a compaction that
-        # lost its race), once older than the retention; "lite" keeps them for ever.
+        # Full: also data files no commit references (a commit that failed after writing
+        # them), once older than the retention; "lite" would keep them for ever.
         full=True,
     )
     # Expired log entries go here, not after every append: deleting them lists the

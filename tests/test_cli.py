@@ -47,7 +47,11 @@ def test_tables_create(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for signal, suffix in TABLE_SUFFIXES.items():
         path = table_path(warehouse, f"main.telemetry.team1{suffix}")
-        assert _properties(path) == {"otel.schemaVersion": "v1", "delta.logRetentionDuration": "interval 1 day"}
+        assert _properties(path) == {
+            "otel.schemaVersion": "v1",
+            "delta.logRetentionDuration": "interval 2 hours",
+            "delta.deletedFileRetentionDuration": "interval 2 hours",
+        }
         frame = read_table(warehouse, f"main.telemetry.team1{suffix}")
         assert frame.columns == signal_schema(signal).names
         assert f"main.telemetry.team1{suffix}" in result.stdout
@@ -91,7 +95,11 @@ def test_sql_runs_the_guide_ddl(tmp_path: Path, start_server: Callable[..., Serv
     assert result.returncode == 0, result.stderr
     for file, signal in SIGNAL_OF_DDL.items():
         name = f"main.guide.demo_{file.removesuffix('.sql')}"
-        assert _properties(table_path(warehouse, name)) == {"otel.schemaVersion": "v1"}
+        assert _properties(table_path(warehouse, name)) == {
+            "otel.schemaVersion": "v1",  # from the statement; the retentions are otel-ingest's defaults
+            "delta.logRetentionDuration": "interval 2 hours",
+            "delta.deletedFileRetentionDuration": "interval 2 hours",
+        }
         assert read_table(warehouse, name).columns == signal_schema(signal).names
     # Running it twice is fine: the tables exist and match.
     assert run_cli("sql", str(_filled_ddl(tmp_path)), "--warehouse", str(warehouse)).returncode == 0
