@@ -208,7 +208,7 @@ def measure(mode: str, args: tuple[str, ...], mix: list[Payload], clients: int, 
     commits, files, size = table_stats(server.warehouse)
     warehouse = Warehouse(str(server.warehouse))
     for signal_table in ("metrics", "logs", "spans"):
-        maintain(warehouse, TableName.parse(f"{PREFIX}_otel_{signal_table}"), retention_hours=0)
+        maintain(warehouse, TableName.parse(f"{PREFIX}_otel_{signal_table}"), retention_hours=0, force=True)
     _, _, size_after = table_stats(server.warehouse)
     records = max(1, run.records)
     latencies = sorted(run.latencies) or [0.0]

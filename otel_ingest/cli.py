@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "this, even if the table says to keep them longer (readers of older versions may then fail) "
         "[default: each table's own retention]",
     )
+    maintain.add_argument(
+        "--force",
+        action="store_true",
+        help="run even if the table's maintenance lease is held: only when no server maintains the table "
+        "(e.g. one was killed mid-pass and its claim has not lapsed yet)",
+    )
     for name in _STORAGE_OPTIONS:
         _add_option(maintain, name)
 
@@ -254,10 +260,15 @@ def _existing_tables(warehouse: Warehouse, target: str) -> list[TableName]:
     return names
 
 
-def _maintain(settings: Settings, target: str, retention_hours: int | None) -> int:
+def _maintain(settings: Settings, target: str, retention_hours: int | None, force: bool) -> int:
     warehouse = _warehouse(settings)
     for each in _existing_tables(warehouse, target):
-        print(maintain(warehouse, each, retention_hours))
+        report = maintain(warehouse, each, retention_hours, force=force)
+        print(report)
+        if report.skipped:
+            print(
+                f"otel-ingest: {each} was not maintained; if no server maintains it now, pass --force.", file=sys.stderr
+            )
     return 0
 
 
@@ -433,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tables":
             return _tables_create(settings, args.prefix)
         if args.command == "maintain":
-            return _maintain(settings, args.target, args.retention_hours)
+            return _maintain(settings, args.target, args.retention_hours, args.force)
         return _sql(settings, args.file)
     except (ConfigError, DDLError, IngestError, OSError, TokenFileError, PriceFileError) as error:
         print(f"otel-ingest: {error}", file=sys.stderr)

@@ -33,15 +33,22 @@ import pyarrow as pa
 from deltalake.exceptions import CommitFailedError
 
 from otel_ingest.tables import DELETED_FILE_RETENTION_PROPERTY, TableName, Warehouse, interval_seconds
+from otel_ingest.writer import POST_COMMIT
 
 log = logging.getLogger("otel_ingest.maintenance")
 
 COMPACT_ATTEMPTS = 3
 MAINTENANCE_APP_ID = "otel-ingest-maintenance"
 # A pass renews its claim this often; a claim not renewed for STALE_SECONDS belongs to a
-# replica that died mid-pass. Renewals are empty commits: a handful per pass.
+# replica that died mid-pass. Renewals are empty commits: a handful per pass. The margin
+# is wide because a renewal is a commit: on a slow store under load one took 25 s.
 RENEW_SECONDS = 5.0
-STALE_SECONDS = 30.0
+STALE_SECONDS = 120.0
+# Vacuum also deletes data files that no commit references once they are older than the
+# retention, but a commit in flight has written its file and not yet referenced it. Below
+# this retention only replaced files are deleted, never unreferenced ones: a commit that
+# takes longer than the retention must not lose its file (seen on a slow S3 with 10 s).
+ORPHAN_MIN_RETENTION_SECONDS = 3600
 # Background passes skip a table whose last pass ended less than this share of the
 # interval ago: the replicas' timers drift, and a pass that starts a little early gives way.
 LEASE_SHARE = 0.8
@@ -100,15 +107,18 @@ def _record(table: deltalake.DeltaTable, claim: Claim) -> None:
     properties = deltalake.CommitProperties(
         app_transactions=[deltalake.Transaction(app_id=MAINTENANCE_APP_ID, version=claim.version())]
     )
-    deltalake.write_deltalake(table, empty, mode="append", commit_properties=properties)
+    deltalake.write_deltalake(
+        table, empty, mode="append", commit_properties=properties, post_commithook_properties=POST_COMMIT
+    )
 
 
-def claim(table: deltalake.DeltaTable, every: float = 0.0) -> str | None:
+def claim(table: deltalake.DeltaTable, every: float = 0.0, force: bool = False) -> str | None:
     """Take the table's maintenance lease; None when taken, else why not. ``every``: also
-    give way when the last pass ended less than LEASE_SHARE of that many seconds ago."""
+    give way when the last pass ended less than LEASE_SHARE of that many seconds ago.
+    ``force``: take it even if another holds it (only a concurrent claim still wins)."""
     now_ms = int(time.time() * 1000)
     last = Claim.of(table)
-    if last is not None:
+    if last is not None and not force:
         age = (now_ms - last.at_ms) / 1000
         if last.held and age < STALE_SECONDS:
             return f"a pass on another replica holds it (renewed {age:.0f} s ago)"
@@ -154,17 +164,19 @@ def maintain(
     name: TableName,
     retention_hours: int | None = None,
     every: float = 0.0,
+    force: bool = False,
 ) -> MaintenanceReport:
     """Compact, checkpoint, vacuum and clean the log of one table, holding its lease.
 
     ``retention_hours`` overrides the table's own deleted-file retention (it may then be
     shorter than the property: an operator's explicit choice). ``every``: the background
     interval; the pass is skipped if another ended less than about that long ago. A pass
-    that finds the lease held by another replica is skipped (see ``MaintenanceReport.skipped``).
+    that finds the lease held by another replica is skipped (see ``MaintenanceReport.skipped``),
+    unless ``force``: for when no server runs and one that stopped left its claim behind.
     """
     started = time.perf_counter()
     table = deltalake.DeltaTable(warehouse.location(name), storage_options=warehouse.storage_options)
-    busy = claim(table, every)
+    busy = claim(table, every, force)
     if busy:
         log.info("Maintenance of %s skipped: %s.", name, busy)
         return MaintenanceReport(name=name, version=table.version(), skipped=busy)
@@ -190,14 +202,16 @@ def _pass(
             table.update_incremental()
     table.create_checkpoint()
     retention = retention_of(table) if retention_hours is None else f"interval {retention_hours} hours"
-    interval_seconds(retention)  # a malformed property stops here, before anything is deleted
+    seconds = interval_seconds(retention)  # a malformed property stops here, before anything is deleted
+    # Vacuum judges "referenced" by the state it holds: load the commits made meanwhile.
+    table.update_incremental()
     vacuumed = table.vacuum(
         retention_hours=retention_hours,  # None: the table's property
         dry_run=False,
         enforce_retention_duration=retention_hours is None,
-        # Full: also data files no commit references (a commit that failed after writing
-        # them), once older than the retention; "lite" would keep them for ever.
-        full=True,
+        # Full: also files no commit references (a commit that failed after writing them);
+        # "lite" deletes only replaced files, and would keep those for ever.
+        full=seconds >= ORPHAN_MIN_RETENTION_SECONDS,
     )
     # Expired log entries go here, not after every append: deleting them lists the
     # whole _delta_log folder, which writers should not pay for on each commit.
