@@ -43,6 +43,7 @@ from otel_ingest.tables import (  # noqa: E402
     DELETED_FILE_RETENTION_PROPERTY,
     LOG_RETENTION_PROPERTY,
     Warehouse,
+    interval_seconds,
     table_set,
 )
 from support import Server  # noqa: E402
@@ -175,7 +176,10 @@ def start_side(
     for signal, name in table_set(PREFIX).items():
         store.create_for_signal(name, signal)
         store.set_properties(name, properties)
-    server = Server(warehouse, "--maintenance-interval", str(args.interval), "--log-level", "warning")
+    # Hours compressed into minutes: the full vacuum (which also deletes unreferenced files)
+    # may use the short retention too; commits here take seconds, not a minute.
+    env = {"OTEL_INGEST_FULL_VACUUM_MIN_SECONDS": str(interval_seconds(properties[DELETED_FILE_RETENTION_PROPERTY]))}
+    server = Server(warehouse, "--maintenance-interval", str(args.interval), "--log-level", "warning", env=env)
     return Side(label, warehouse, server, Paced(server.url, mix, args.rate, args.clients))
 
 

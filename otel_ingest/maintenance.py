@@ -24,6 +24,7 @@ STALE_SECONDS.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -44,11 +45,15 @@ MAINTENANCE_APP_ID = "otel-ingest-maintenance"
 # is wide because a renewal is a commit: on a slow store under load one took 25 s.
 RENEW_SECONDS = 5.0
 STALE_SECONDS = 120.0
-# Vacuum also deletes data files that no commit references once they are older than the
-# retention, but a commit in flight has written its file and not yet referenced it. Below
-# this retention only replaced files are deleted, never unreferenced ones: a commit that
-# takes longer than the retention must not lose its file (seen on a slow S3 with 10 s).
-ORPHAN_MIN_RETENTION_SECONDS = 3600
+# A full vacuum lists the table's folder and deletes every data file that neither the
+# current version nor a kept tombstone references, once older than its retention. That
+# includes the file of a commit still in flight (written, not yet referenced): on a slow
+# S3 under load one commit took 105 s, and a 10 s full vacuum deleted its file. So the
+# full vacuum never uses a retention below this; shorter table retentions are served by
+# a "lite" vacuum, which deletes only files a commit replaced (tombstones) and is safe at
+# any retention, but misses tombstones that a checkpoint dropped once they expired.
+# (The variable exists for benchmarks that compress hours into minutes: bench/footprint.py.)
+FULL_VACUUM_MIN_SECONDS = int(os.environ.get("OTEL_INGEST_FULL_VACUUM_MIN_SECONDS", "3600"))
 # Background passes skip a table whose last pass ended less than this share of the
 # interval ago: the replicas' timers drift, and a pass that starts a little early gives way.
 LEASE_SHARE = 0.8
@@ -187,6 +192,23 @@ def maintain(
         renewal.release()
 
 
+def _vacuum(table: deltalake.DeltaTable, retention_hours: int | None, seconds: int) -> int:
+    """Delete replaced and unreferenced data files per the retention; returns how many."""
+    # Vacuum judges "referenced" by the state it holds: load the commits made meanwhile.
+    table.update_incremental()
+    enforce = retention_hours is None  # an explicit override may undercut the table's property
+    removed = 0
+    if seconds < FULL_VACUUM_MIN_SECONDS:
+        removed += len(
+            table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=enforce, full=False)
+        )
+        retention_hours = max(1, FULL_VACUUM_MIN_SECONDS // 3600)
+    removed += len(
+        table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=enforce, full=True)
+    )
+    return removed
+
+
 def _pass(
     table: deltalake.DeltaTable, name: TableName, retention_hours: int | None, started: float
 ) -> MaintenanceReport:
@@ -200,19 +222,12 @@ def _pass(
                 log.warning("Compaction of %s gave up after %d conflicts: %s", name, attempt, exc)
                 break
             table.update_incremental()
-    table.create_checkpoint()
     retention = retention_of(table) if retention_hours is None else f"interval {retention_hours} hours"
     seconds = interval_seconds(retention)  # a malformed property stops here, before anything is deleted
-    # Vacuum judges "referenced" by the state it holds: load the commits made meanwhile.
-    table.update_incremental()
-    vacuumed = table.vacuum(
-        retention_hours=retention_hours,  # None: the table's property
-        dry_run=False,
-        enforce_retention_duration=retention_hours is None,
-        # Full: also files no commit references (a commit that failed after writing them);
-        # "lite" deletes only replaced files, and would keep those for ever.
-        full=seconds >= ORPHAN_MIN_RETENTION_SECONDS,
-    )
+    # Before the checkpoint: a checkpoint drops tombstones older than the retention, and the
+    # lite vacuum finds replaced files only through their tombstones.
+    vacuumed = _vacuum(table, retention_hours, seconds)
+    table.create_checkpoint()
     # Expired log entries go here, not after every append: deleting them lists the
     # whole _delta_log folder, which writers should not pay for on each commit.
     table.cleanup_metadata()
@@ -220,7 +235,7 @@ def _pass(
         name=name,
         files_removed=int(metrics.get("numFilesRemoved", 0)),
         files_added=int(metrics.get("numFilesAdded", 0)),
-        files_vacuumed=len(vacuumed),
+        files_vacuumed=vacuumed,
         version=table.version(),
         retention=retention,
         seconds=time.perf_counter() - started,
