@@ -1,5 +1,5 @@
-"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``tables retention``, ``sql``,
-``maintain``, ``tokens new``, ``usage``, ``dashboard`` and ``demo``.
+"""The ``otel-ingest`` command: ``serve``, ``tables create``, ``tables retention``, ``sql``, ``maintain``,
+``tokens new``, ``usage``, ``dashboard`` and ``demo``.
 
 Every ``serve`` flag can also be given as an ``OTEL_INGEST_<FLAG>`` environment
 variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
@@ -272,6 +272,26 @@ def _maintain(settings: Settings, target: str, retention_hours: int | None, forc
     return 0
 
 
+def _retention(settings: Settings, target: str, deleted_files: str | None, log_retention: str | None) -> int:
+    warehouse = _warehouse(settings)
+    changes = {
+        key: value
+        for key, value in ((DELETED_FILE_RETENTION_PROPERTY, deleted_files), (LOG_RETENTION_PROPERTY, log_retention))
+        if value is not None
+    }
+    for key, value in changes.items():
+        try:
+            interval_seconds(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+    for name in _existing_tables(warehouse, target):
+        configuration = warehouse.set_properties(name, changes) if changes else warehouse.properties(name)
+        files = configuration.get(DELETED_FILE_RETENTION_PROPERTY, f"{DELTA_DEFAULT_RETENTION} (Delta's default)")
+        log_entries = configuration.get(LOG_RETENTION_PROPERTY, "interval 30 days (Delta's default)")
+        print(f"{name}: deleted files kept {files}, log entries kept {log_entries}")
+    return 0
+
+
 def _listen_advice(host_flag: str | None) -> str | None:
     """How to fix a refused unauthenticated start, in the terms the user set it up in."""
     if preflight.in_container():
@@ -361,25 +381,6 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
         for note in (report.unpriced_note(usage), report.mismatch_note(usage)):
             if note:
                 print(note, file=sys.stderr)
-
-
-def _retention(settings: Settings, target: str, deleted_files: str | None, log_retention: str | None) -> int:
-    warehouse = _warehouse(settings)
-    changes = {
-        key: value
-        for key, value in ((DELETED_FILE_RETENTION_PROPERTY, deleted_files), (LOG_RETENTION_PROPERTY, log_retention))
-        if value is not None
-    }
-    for key, value in changes.items():
-        try:
-            interval_seconds(value)
-        except ValueError as exc:
-            raise ConfigError(f"{key}: {exc}") from exc
-    for name in _existing_tables(warehouse, target):
-        configuration = warehouse.set_properties(name, changes) if changes else warehouse.properties(name)
-        files = configuration.get(DELETED_FILE_RETENTION_PROPERTY, f"{DELTA_DEFAULT_RETENTION} (Delta's default)")
-        log_entries = configuration.get(LOG_RETENTION_PROPERTY, "interval 30 days (Delta's default)")
-        print(f"{name}: deleted files kept {files}, log entries kept {log_entries}")
     return 0
 
 
