@@ -6,8 +6,8 @@ Every captured request (tests/captures) is scaled to ~``--records`` records (ben
 mix). For each signal, encoding and decoder it times body → Arrow batch, the work a request
 costs before its commit: the Python path is ``wire.decode_request`` + the flattener +
 ``.batch`` (the Arrow conversion the commit does), the native one ``decode.native.decode``.
-It also decodes on two threads at once, to show the native decoder releases the GIL. The
-machine is shared and noisy: compare the ratios, not the absolute figures.
+It also decodes on two threads at once (wall time), to show the native decoder releases the
+GIL. The machine is shared and noisy: compare the ratios, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from otel_ingest.schema import SIGNALS, Signal  # noqa: E402
 
 
 def timed(work: Callable[[], object], seconds: float) -> float:
-    """Seconds per call of ``work``, repeated for about ``seconds``."""
+    """CPU seconds per call of ``work``, repeated for about ``seconds`` of CPU time (CPU time,
+    not wall time, so that other processes on a shared machine count less)."""
     work()
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
+    calls, started = 0, time.process_time()
+    while (elapsed := time.process_time() - started) < seconds:
         work()
         calls += 1
     return elapsed / calls

@@ -1,5 +1,6 @@
-/* The compiled decoder: OTLP ExportLogsServiceRequest protobuf bytes → Arrow buffers of the
- * v1 logs table, with the GIL released while it works (docs/decoder.md).
+/* The compiled decoder: OTLP ExportLogsServiceRequest protobuf bytes → Arrow arrays of the
+ * v1 logs table (handed over by the Arrow C data interface, no copy), with the GIL released
+ * while it works (docs/decoder.md).
  *
  * It reproduces otel_ingest/flatten (the reference) exactly for every request it accepts;
  * tests/test_decoder.py compares the two on captures, generated messages and mutated bodies.
@@ -1189,49 +1190,129 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 /* ------------------------------------------------------------------------------------ */
 /* Python: handing the buffers over.                                                     */
 
-static PyObject *bytes_of(const Buf *b) { return PyBytes_FromStringAndSize((const char *)b->p, (Py_ssize_t)b->len); }
+/* The Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html): the
+ * batch is one struct array whose children point into the builders' buffers, which the
+ * release callback frees once Arrow is done with them. No copy. */
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
 
-/* (validity or None, offsets, data, null count) */
-static PyObject *str_parts(StrCol *c) {
+#define MAX_NODES 64
+
+typedef struct {
+    Logs *t;
+    struct ArrowArray nodes[MAX_NODES];
+    const void *buffers[MAX_NODES * 3];
+    struct ArrowArray *children[MAX_NODES];
+    int nodes_used, buffers_used, children_used;
+} Export;
+
+static void child_release(struct ArrowArray *array) { array->release = NULL; }
+
+static void export_release(struct ArrowArray *array) {
+    Export *e = array->private_data;
+    logs_free(e->t);
+    free(e->t);
+    free(e);
+    array->release = NULL;
+}
+
+static struct ArrowArray *node(Export *e, int64_t length, int64_t nulls, int n_buffers, int n_children) {
+    struct ArrowArray *a = &e->nodes[e->nodes_used++];
+    memset(a, 0, sizeof *a);
+    a->length = length;
+    a->null_count = nulls;
+    a->n_buffers = n_buffers;
+    a->n_children = n_children;
+    a->buffers = &e->buffers[e->buffers_used];
+    e->buffers_used += n_buffers;
+    for (int i = 0; i < n_buffers; i++) a->buffers[i] = NULL;
+    a->children = n_children ? &e->children[e->children_used] : NULL;
+    e->children_used += n_children;
+    a->release = child_release;
+    return a;
+}
+
+static const void *data_of(Buf *b) { return buf_reserve(b, 1) ? NULL : b->p; }
+
+static struct ArrowArray *export_str(Export *e, StrCol *c) {
     if (c->offsets.len == 0) {
         int32_t zero = 0;
-        if (buf_put(&c->offsets, &zero, 4)) return PyErr_NoMemory();
+        if (buf_put(&c->offsets, &zero, 4)) return NULL;
     }
-    PyObject *validity = c->nulls ? bytes_of(&c->validity) : (Py_INCREF(Py_None), Py_None);
-    if (!validity) return NULL;
-    return Py_BuildValue("(NNNL)", validity, bytes_of(&c->offsets), bytes_of(&c->data), (long long)c->nulls);
+    struct ArrowArray *a = node(e, c->n, c->nulls, 3, 0);
+    a->buffers[0] = c->nulls ? data_of(&c->validity) : NULL;
+    a->buffers[1] = data_of(&c->offsets);
+    a->buffers[2] = data_of(&c->data);
+    return a->buffers[1] && a->buffers[2] ? a : NULL;
 }
 
-static PyObject *fixed_parts(const FixedCol *c) { return Py_BuildValue("(N)", bytes_of(&c->data)); }
+static struct ArrowArray *export_fixed(Export *e, FixedCol *c) {
+    struct ArrowArray *a = node(e, c->n, 0, 2, 0);
+    a->buffers[1] = data_of(&c->data);
+    return a->buffers[1] ? a : NULL;
+}
 
-/* (offsets, key parts, value parts, entry count) */
-static PyObject *map_parts(MapCol *m) {
+static struct ArrowArray *export_map(Export *e, MapCol *m) {
     if (m->offsets.len == 0) {
         int32_t zero = 0;
-        if (buf_put(&m->offsets, &zero, 4)) return PyErr_NoMemory();
+        if (buf_put(&m->offsets, &zero, 4)) return NULL;
     }
-    return Py_BuildValue("(NNNL)", bytes_of(&m->offsets), str_parts(&m->keys), str_parts(&m->values),
-                         (long long)m->keys.n);
+    struct ArrowArray *a = node(e, m->n, 0, 2, 1);
+    a->buffers[1] = data_of(&m->offsets);
+    struct ArrowArray *entries = node(e, m->keys.n, 0, 1, 2);
+    entries->children[0] = export_str(e, &m->keys);
+    entries->children[1] = export_str(e, &m->values);
+    a->children[0] = entries;
+    return a->buffers[1] && entries->children[0] && entries->children[1] ? a : NULL;
 }
 
-static PyObject *logs_result(Logs *t) {
-    PyObject *resource = Py_BuildValue("{s:N,s:N}", "attributes", map_parts(&t->resource_attributes),
-                                       "dropped_attributes_count", fixed_parts(&t->resource_dropped));
-    PyObject *scope = Py_BuildValue("{s:N,s:N,s:N,s:N}", "name", str_parts(&t->scope_name), "version",
-                                    str_parts(&t->scope_version), "attributes", map_parts(&t->scope_attributes),
-                                    "dropped_attributes_count", fixed_parts(&t->scope_dropped));
-    PyObject *columns = Py_BuildValue(
-        "{s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N,s:N}", "event_name", str_parts(&t->event_name),
-        "trace_id", str_parts(&t->trace_id), "span_id", str_parts(&t->span_id), "time_unix_nano",
-        fixed_parts(&t->time_unix_nano), "observed_time_unix_nano", fixed_parts(&t->observed_time_unix_nano),
-        "severity_number", str_parts(&t->severity_number), "severity_text", str_parts(&t->severity_text), "body",
-        str_parts(&t->body), "attributes", map_parts(&t->attributes), "dropped_attributes_count",
-        fixed_parts(&t->dropped_attributes_count), "flags", fixed_parts(&t->flags), "resource", resource,
-        "resource_schema_url", str_parts(&t->resource_schema_url), "instrumentation_scope", scope, "log_schema_url",
-        str_parts(&t->log_schema_url));
-    if (!columns) return NULL;
-    PyObject *first = t->rejected ? PyUnicode_FromString(t->first_error) : (Py_INCREF(Py_None), Py_None);
-    return Py_BuildValue("(LLNN)", (long long)t->rows, (long long)t->rejected, first, columns);
+/* The batch as a struct array in the order of the logs schema; NULL when out of memory. */
+static struct ArrowArray *export_logs(Export *e) {
+    Logs *t = e->t;
+    struct ArrowArray *top = node(e, t->rows, 0, 1, 15);
+    struct ArrowArray **c = top->children;
+    c[0] = export_str(e, &t->event_name);
+    c[1] = export_str(e, &t->trace_id);
+    c[2] = export_str(e, &t->span_id);
+    c[3] = export_fixed(e, &t->time_unix_nano);
+    c[4] = export_fixed(e, &t->observed_time_unix_nano);
+    c[5] = export_str(e, &t->severity_number);
+    c[6] = export_str(e, &t->severity_text);
+    c[7] = export_str(e, &t->body);
+    c[8] = export_map(e, &t->attributes);
+    c[9] = export_fixed(e, &t->dropped_attributes_count);
+    c[10] = export_fixed(e, &t->flags);
+    struct ArrowArray *resource = node(e, t->rows, 0, 1, 2);
+    resource->children[0] = export_map(e, &t->resource_attributes);
+    resource->children[1] = export_fixed(e, &t->resource_dropped);
+    c[11] = resource;
+    c[12] = export_str(e, &t->resource_schema_url);
+    struct ArrowArray *scope = node(e, t->rows, 0, 1, 4);
+    scope->children[0] = export_str(e, &t->scope_name);
+    scope->children[1] = export_str(e, &t->scope_version);
+    scope->children[2] = export_map(e, &t->scope_attributes);
+    scope->children[3] = export_fixed(e, &t->scope_dropped);
+    c[13] = scope;
+    c[14] = export_str(e, &t->log_schema_url);
+    for (int i = 0; i < 15; i++)
+        if (!c[i]) return NULL;
+    for (int i = 0; i < 2; i++)
+        if (!resource->children[i]) return NULL;
+    for (int i = 0; i < 4; i++)
+        if (!scope->children[i]) return NULL;
+    top->release = export_release;
+    top->private_data = e;
+    return top;
 }
 
 static PyObject *py_decode_logs(PyObject *self, PyObject *args) {
@@ -1247,17 +1328,32 @@ static PyObject *py_decode_logs(PyObject *self, PyObject *args) {
     int status;
     Py_BEGIN_ALLOW_THREADS status = decode_logs_body(t, (const uint8_t *)body.buf, (size_t)body.len);
     Py_END_ALLOW_THREADS PyBuffer_Release(&body);
-    PyObject *result;
-    if (status == NOMEM)
-        result = PyErr_NoMemory();
-    else if (status != OK) {
-        Py_INCREF(Py_None);
-        result = Py_None;
-    } else
-        result = logs_result(t);
-    logs_free(t);
-    free(t);
-    return result;
+    if (status == NOMEM) {
+        logs_free(t);
+        free(t);
+        return PyErr_NoMemory();
+    }
+    if (status != OK) {
+        logs_free(t);
+        free(t);
+        Py_RETURN_NONE;
+    }
+    Export *e = calloc(1, sizeof *e);
+    struct ArrowArray *batch = NULL;
+    if (e) {
+        e->t = t;
+        batch = export_logs(e);
+    }
+    if (!batch) {
+        free(e);
+        logs_free(t);
+        free(t);
+        return PyErr_NoMemory();
+    }
+    PyObject *first = t->rejected ? PyUnicode_FromString(t->first_error) : (Py_INCREF(Py_None), Py_None);
+    /* Arrow takes the array over (its release frees everything) once imported. */
+    return Py_BuildValue("(LLNNL)", (long long)t->rows, (long long)t->rejected, first, PyLong_FromVoidPtr(batch),
+                         (long long)logs_bytes(t));
 }
 
 static PyObject *py_configure(PyObject *self, PyObject *args) {
@@ -1302,7 +1398,7 @@ fail:
 
 static PyMethodDef METHODS[] = {
     {"decode_logs", py_decode_logs, METH_VARARGS,
-     "decode_logs(body, max_output_bytes) -> (rows, rejected, first_error, columns) or None (undecided)"},
+     "decode_logs(body, max_output_bytes) -> (rows, rejected, first_error, columns, bytes) or None (undecided)"},
     {"configure", py_configure, METH_VARARGS, "configure(severity_names: dict[int, str])"},
     {"known_fields", py_known_fields, METH_NOARGS, "Field numbers each message shape knows, by message name."},
     {NULL, NULL, 0, NULL},

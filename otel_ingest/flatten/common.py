@@ -191,11 +191,12 @@ class Columns:
 class BatchColumns(Columns):
     """Rows that are already an Arrow batch (the native decoder's), kept as they are."""
 
-    def __init__(self, batch: pa.RecordBatch) -> None:
+    def __init__(self, batch: pa.RecordBatch, size: int) -> None:
+        """``size``: the bytes of the batch's buffers."""
         self.schema = batch.schema
         self.batch = batch
         # The batch holds every copy of the shared values already: charge all of it.
-        self.repeated_bytes = batch.nbytes
+        self.repeated_bytes = size
 
     @property
     def num_rows(self) -> int:
