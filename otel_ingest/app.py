@@ -45,6 +45,7 @@ from otel_ingest.errors import (
 )
 from otel_ingest.maintenance import maintain
 from otel_ingest.monitoring import Monitoring, access_log
+from otel_ingest.resend import Entry, Reply, Resends, request_key
 from otel_ingest.schema import SIGNALS, Signal
 from otel_ingest.tables import TableName, Warehouse, table_set
 from otel_ingest.writer import CommitPolicy, Writer
@@ -118,6 +119,7 @@ class Services:
     authenticator: Authenticator
     budget: MemoryBudget
     monitoring: Monitoring
+    resends: Resends
     writer: Writer | None = None
 
 
@@ -144,6 +146,8 @@ class Ingest:
     async def _answer(self, request: Request) -> Response:
         started = time.perf_counter()
         services = self.services
+        commit_deadline = services.settings.commit_deadline
+        deadline = time.monotonic() + commit_deadline if commit_deadline > 0 else math.inf
         content_type = request.headers.get("content-type")
         encoding = _error_encoding(content_type)
         principal_name, table, rows, rejected = "-", "-", 0, 0
@@ -176,19 +180,32 @@ class Ingest:
                 decoded_bytes = len(raw) + len(body) * DECODE_OVERHEAD
                 held.resize(decoded_bytes)
                 size = len(body)
-                # What the rows may take: the native decoder hands a body past it to the
-                # Python path, which charges and refuses it as below (413 or 503).
-                free = services.budget.limit - services.budget.used
-                flattened, encoding = await asyncio.to_thread(decode.decode, self.signal, body, encoding, free)
-                del raw, body
-                rows, rejected = flattened.rows, flattened.rejected
-                # Values shared by many rows are copied into each when the commit builds
-                # its Arrow batch: charged now, so a small request cannot expand unbounded.
-                held.resize(decoded_bytes + flattened.repeated_bytes)
-                await writer.append(name, self.signal, flattened.columns, size)
+                # A byte-identical resend of a request answered 503 at its deadline joins that
+                # request's commit, or is answered as it was once that committed (resend.py).
+                key = request_key(name, self.signal, body)
+                known = services.resends.find(key)
+                if known is None:
+                    # What the rows may take: the native decoder hands a body past it to the
+                    # Python path, which charges and refuses it as below (413 or 503).
+                    free = services.budget.limit - services.budget.used
+                    flattened, encoding = await asyncio.to_thread(decode.decode, self.signal, body, encoding, free)
+                    reply = Reply(flattened.rows, flattened.rejected, flattened.first_error, encoding)
+                    del raw, body
+                    # Values shared by many rows are copied into each when the commit builds
+                    # its Arrow batch: charged now, so a small request cannot expand unbounded.
+                    held.resize(decoded_bytes + flattened.repeated_bytes)
+                    if flattened.rows:
+                        known = Entry(reply, await writer.submit(name, self.signal, flattened.columns, size))
+                    del flattened
+                else:
+                    reply = known.reply
+                    services.monitoring.resends.labels(table).inc()
+                rows, rejected = reply.rows, reply.rejected
+                if known is not None:
+                    await services.resends.wait(key, known, name, deadline)
             response = Response(
-                wire.encode_response(self.signal, flattened.rejected, flattened.first_error, encoding),
-                media_type=wire.CONTENT_TYPES[encoding],
+                wire.encode_response(self.signal, reply.rejected, reply.first_error, reply.encoding),
+                media_type=wire.CONTENT_TYPES[reply.encoding],
             )
         except IngestError as error:
             response = error_response(error, encoding)
@@ -287,6 +304,7 @@ def create_app(settings: Settings) -> Starlette:
         authenticator=Authenticator(settings.tokens),
         budget=MemoryBudget(settings.max_buffer_bytes),
         monitoring=Monitoring(),
+        resends=Resends(settings.resend_window),
     )
     services.monitoring.buffered_bytes.set_function(lambda: services.budget.used)
 
@@ -295,7 +313,12 @@ def create_app(settings: Settings) -> Starlette:
         for prefix in settings.create_tables:
             for signal, name in table_set(prefix).items():
                 await asyncio.to_thread(services.warehouse.create_for_signal, name, signal)
-        policy = CommitPolicy(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_delay)
+        policy = CommitPolicy(
+            settings.commit_max_rows,
+            settings.commit_max_bytes,
+            settings.commit_max_delay,
+            max(settings.commit_max_delay, settings.commit_max_backoff),
+        )
         services.writer = Writer(services.warehouse, settings.auto_create, policy, services.monitoring)
         if not services.authenticator.enabled:
             log.warning(

@@ -143,6 +143,30 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
+        "commit_max_backoff",
+        float,
+        1.0,
+        "while other writers (replicas, --workers) commit to the same table in between, grow the "
+        "commit delay up to this (= --commit-max-delay: never)",
+        "SECONDS",
+    ),
+    Option(
+        "commit_deadline",
+        float,
+        8.0,
+        "answer 503 + Retry-After if a request's commit has not finished this long after it arrived "
+        "(keep it below the exporters' 10 s timeout; 0 = wait for ever)",
+        "SECONDS",
+    ),
+    Option(
+        "resend_window",
+        float,
+        600.0,
+        "a byte-identical resend of a request answered 503 at the deadline joins that commit "
+        "or is answered 200 without writing, for this long (0 = off)",
+        "SECONDS",
+    ),
+    Option(
         "max_buffer_bytes",
         _size,
         1 << 30,
@@ -188,6 +212,9 @@ class Settings:
     commit_max_rows: int = 200_000
     commit_max_bytes: int = 64 << 20
     commit_max_delay: float = 0.05
+    commit_max_backoff: float = 1.0
+    commit_deadline: float = 8.0
+    resend_window: float = 600.0
     max_buffer_bytes: int = 1 << 30
     workers: int = 1
     maintenance_interval: float = 300.0
@@ -203,7 +230,14 @@ class Settings:
         for name in ("commit_max_rows", "commit_max_bytes", "max_buffer_bytes", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} {getattr(self, name)} must be at least 1.")
-        for name in ("commit_max_delay", "maintenance_interval", "read_timeout"):
+        for name in (
+            "commit_max_delay",
+            "commit_max_backoff",
+            "maintenance_interval",
+            "read_timeout",
+            "commit_deadline",
+            "resend_window",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:

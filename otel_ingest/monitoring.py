@@ -43,6 +43,12 @@ class Monitoring:
         self.commit_failures = Counter(
             "otel_ingest_commit_failures", "Commits given up after every retry (answered 503).", ["table"], registry=r
         )
+        self.resends = Counter(
+            "otel_ingest_resends",
+            "Resends of requests answered 503 at the commit deadline, recognised and not written again.",
+            ["table"],
+            registry=r,
+        )
         self.commit_seconds = Histogram(
             "otel_ingest_commit_seconds",
             "Time to commit one group of requests to a table.",

@@ -37,6 +37,11 @@ from otel_ingest.tables import TableName, Warehouse
 log = logging.getLogger("otel_ingest.writer")
 
 COMMIT_ATTEMPTS = 4
+# delta-rs retries a commit that lost the race for a log version (another writer took it)
+# this many times before failing; 15 by default. An append never truly conflicts with
+# another append, so a lost race is always worth retrying at once: several writers on one
+# table (6 replicas round-robin) ran out of 15 and fell back to the slower retries below.
+RACE_RETRIES = 50
 # A DeltaTable object that appends commit after commit keeps every new log entry in
 # memory, and each commit gets slower; opening it afresh starts from the newest
 # checkpoint (written every 100 versions). Measured in bench/versions.py.
@@ -66,19 +71,31 @@ WRITER_PROPERTIES = deltalake.WriterProperties(
 
 @dataclass(frozen=True)
 class CommitPolicy:
-    """When a table's queue is committed: whichever limit is reached first."""
+    """When a table's queue is committed: whichever limit is reached first.
+
+    ``max_delay`` grows, up to ``max_backoff``, while other writers' commits land between
+    this writer's (see ``TableWriter._adapt``)."""
 
     max_rows: int = 200_000
     max_bytes: int = 64 << 20
     max_delay: float = 0.05
+    max_backoff: float = 1.0
 
 
-@dataclass
-class _Pending:
+@dataclass(eq=False)
+class Queued:
+    """One request's rows in a table's queue; ``done`` resolves to the committed version."""
+
+    writer: TableWriter
     rows: Columns
     size: int
     queued_at: float = field(default_factory=time.monotonic)
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def withdraw(self) -> bool:
+        """Take the rows out of the queue if no commit has taken them yet (then they are
+        never written and ``done`` is cancelled); False if a commit already holds them."""
+        return self.writer.withdraw(self)
 
 
 class TableWriter:
@@ -102,24 +119,41 @@ class TableWriter:
         self.app_id = f"otel-ingest-{uuid.uuid4()}"
         self._sequence = 0
         self._last_commit = 0.0
-        self._queue: list[_Pending] = []
+        self.delay = policy.max_delay  # the current delay between commits, see _adapt
+        self._queue: list[Queued] = []
         self._queued_rows = 0
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"commit {name}")
 
-    async def append(self, rows: Columns, size: int) -> int:
-        """Queue rows (``size``: their OTLP bytes) and wait until they are committed;
-        returns the table version."""
+    def submit(self, rows: Columns, size: int) -> Queued:
+        """Queue rows (``size``: their OTLP bytes); their ``done`` resolves when committed."""
         if self._closing:
             raise Unavailable("The server is shutting down; retry in a moment.")
-        pending = _Pending(rows, size)
-        self._queue.append(pending)
+        queued = Queued(self, rows, size)
+        # Read the outcome even if nobody awaits it any more (a request answered 503 at its
+        # deadline), so asyncio does not report a never-retrieved exception.
+        queued.done.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._queue.append(queued)
         self._queued_rows += rows.num_rows
         self._queued_bytes += size
         self._wake.set()
-        return await pending.done
+        return queued
+
+    def withdraw(self, queued: Queued) -> bool:
+        """See ``Queued.withdraw``."""
+        if queued not in self._queue:
+            return False
+        self._queue.remove(queued)
+        self._queued_rows -= queued.rows.num_rows
+        self._queued_bytes -= queued.size
+        queued.done.cancel()
+        return True
+
+    async def append(self, rows: Columns, size: int) -> int:
+        """Queue rows and wait until they are committed; returns the table version."""
+        return await self.submit(rows, size).done
 
     async def close(self) -> None:
         """Commit everything queued, then stop."""
@@ -139,7 +173,7 @@ class TableWriter:
             await self._wake.wait()
         # Commits of one table start at most every max_delay seconds: an idle table commits
         # at once, a busy one gathers what arrives meanwhile into the next commit.
-        deadline = max(self._queue[0].queued_at, self._last_commit + self.policy.max_delay)
+        deadline = max(self._queue[0].queued_at, self._last_commit + self.delay)
         while not (self._closing or self._full()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -151,8 +185,8 @@ class TableWriter:
                 break
         return True
 
-    def _take(self) -> list[_Pending]:
-        taken: list[_Pending] = []
+    def _take(self) -> list[Queued]:
+        taken: list[Queued] = []
         rows = size = 0
         while self._queue:
             head = self._queue[0]
@@ -169,10 +203,13 @@ class TableWriter:
     async def _run(self) -> None:
         while await self._wait_for_work():
             group = self._take()
+            if not group:  # every queued request was withdrawn meanwhile
+                continue
             self._sequence += 1
             self._last_commit = time.monotonic()
             try:
-                version = await asyncio.to_thread(self._commit, [p.rows for p in group], self._sequence)
+                version, interleaved = await asyncio.to_thread(self._commit, [p.rows for p in group], self._sequence)
+                self._adapt(interleaved)
             except Unavailable as error:
                 outcome: BaseException | int = error
             except Exception as error:  # never let the commit task die: fail the requests instead
@@ -187,6 +224,22 @@ class TableWriter:
                     pending.done.set_exception(outcome)
                 else:
                     pending.done.set_result(outcome)
+
+    def _adapt(self, interleaved: int) -> None:
+        """Back off while other writers share the table (replicas, ``--workers``).
+
+        ``interleaved`` is the number of other writers' commits that landed since this
+        writer's previous one. Each of them made delta-rs lose a race for a log version
+        and retry; many small commits from several writers mostly race. So while they
+        interleave, the delay between this writer's commits doubles (up to
+        ``max_backoff``, with jitter so the writers drift apart), gathering more requests
+        per commit; when commits go through alone, it halves back to ``max_delay``."""
+        policy = self.policy
+        if interleaved > 0:
+            grown = max(self.delay * 2, policy.max_delay, 0.01)
+            self.delay = min(policy.max_backoff, grown) * random.uniform(0.75, 1.25)
+        else:
+            self.delay = max(policy.max_delay, self.delay / 2)
 
     @staticmethod
     def fresh_table(
@@ -226,15 +279,18 @@ class TableWriter:
             log.warning("Could not read the history of %s to find commit %s.", self.name, marker, exc_info=True)
         return -1
 
-    def _commit(self, parts: list[Columns], sequence: int) -> int:
-        """One Delta commit of the rows of all ``parts`` (runs in a worker thread)."""
+    def _commit(self, parts: list[Columns], sequence: int) -> tuple[int, int]:
+        """One Delta commit of the rows of all ``parts`` (runs in a worker thread); returns
+        the version it made and how many other writers' commits landed since our last."""
         data = pa.Table.from_batches([Columns.finish_all(parts)])
         started = time.perf_counter()
         properties = deltalake.CommitProperties(
             custom_metadata={COMMIT_METADATA_KEY: f"{self.app_id}/{sequence}"},
             app_transactions=[deltalake.Transaction(app_id=self.app_id, version=sequence)],
+            max_commit_retries=RACE_RETRIES,
         )
         version = -1
+        read_version = self.table.version()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 if attempt > 1 and self._committed(sequence):
@@ -280,7 +336,7 @@ class TableWriter:
             seconds * 1000,
             version,
         )
-        return version
+        return version, max(0, version - read_version - 1) if version >= 0 else 0
 
 
 class Writer:
@@ -328,11 +384,15 @@ class Writer:
         """Make sure the table exists and fits ``signal`` (opened once, then cached)."""
         await self._table_writer(name, signal)
 
+    async def submit(self, name: TableName, signal: Signal, rows: Columns, size: int) -> Queued:
+        """Queue ``rows`` for ``name`` (checked to fit ``signal``); await ``.done`` for durability."""
+        writer = await self._table_writer(name, signal)
+        return writer.submit(rows, size)
+
     async def append(self, name: TableName, signal: Signal, rows: Columns, size: int) -> None:
         """Commit ``rows`` to ``name`` (checked to fit ``signal``); returns once durable."""
-        writer = await self._table_writer(name, signal)
         if rows.num_rows:
-            await writer.append(rows, size)
+            await (await self.submit(name, signal, rows, size)).done
 
     async def close(self) -> None:
         """Commit everything accepted so far (graceful shutdown)."""

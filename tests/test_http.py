@@ -277,18 +277,28 @@ def test_503_storage_unavailable(server: Server) -> None:
     and the server recovers once storage works again."""
     message = _capture_logs()
     headers = {"content-type": PROTOBUF, "x-databricks-uc-table-name": LOGS}
-    assert server.post(LOGS_PATH, message.SerializeToString(), headers).status_code == 200
+
+    def body(n: int) -> bytes:
+        """The capture with its first record's time moved by n ns: distinct requests (a
+        byte-identical one would be answered as a resend of the first)."""
+        record = message.resource_logs[0].scope_logs[0].log_records[0]
+        record.time_unix_nano += n
+        data = message.SerializeToString()
+        record.time_unix_nano -= n
+        return data
+
+    assert server.post(LOGS_PATH, body(0), headers).status_code == 200
     log_dir = table_path(server.warehouse, LOGS) / "_delta_log"
     saved = log_dir.with_name("saved_log")
     log_dir.rename(saved)
     log_dir.write_text("storage is broken")  # a file where the log folder was: every commit fails
-    response = server.post(LOGS_PATH, message.SerializeToString(), headers)
+    response = server.post(LOGS_PATH, body(1), headers)
     _assert_error(response, 503, PROTOBUF, LOGS, "retry later")
     assert int(response.headers["retry-after"]) >= 1
     log_dir.unlink()
     saved.rename(log_dir)
     assert row_count(server.warehouse, LOGS) == _records(message)
-    assert server.post(LOGS_PATH, message.SerializeToString(), headers).status_code == 200
+    assert server.post(LOGS_PATH, body(1), headers).status_code == 200  # the failed one, resent
     assert row_count(server.warehouse, LOGS) == 2 * _records(message)
 
 

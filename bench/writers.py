@@ -1,0 +1,177 @@
+"""Several writers on one table, measured side by side in one run.
+
+    python bench/writers.py [--seconds 10] [--clients 12] [--records 20] [--server-args "..."]
+
+For local disk and for the S3 test server (moto, serialized as in the tests), starts 1 and
+then 3 servers on one warehouse, spreads closed-loop clients round-robin over them, and
+prints records/s, commits, and conflicts per commit: the ``num_retries`` delta-rs records in
+each commit's ``commitInfo`` (a lost race for a log version, retried), plus, on S3, the
+failed conditional PUTs counted by the server. A last local row runs one server with
+``--workers 2`` (two processes on one port) against ``--workers 1``. The machine is shared
+and noisy: compare the figures of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import deltalake
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from load import PREFIX, TABLE, Load  # noqa: E402
+from s3_server import S3Server, start_s3  # noqa: E402
+
+from support import Server  # noqa: E402
+
+WARM_UP = 2.0  # seconds of load before the clock starts
+
+
+@dataclass
+class Row:
+    store: str
+    writers: str
+    records_per_s: float
+    commits: int
+    conflicts_per_commit: float
+    failed_puts_per_commit: float | None
+    statuses: str
+
+
+def _table_uri(warehouse: str) -> str:
+    return f"{warehouse.rstrip('/')}/{TABLE.replace('.', '/')}"
+
+
+def measure(
+    store: str,
+    writers: int,
+    workers: int,
+    label: str,
+    args: list[str],
+    clients: int,
+    records: int,
+    seconds: float,
+    folder: Path,
+    s3: S3Server | None,
+) -> Row:
+    run = folder / f"{store}-{writers}x{workers}-{time.monotonic_ns()}"
+    if s3 is not None:
+        s3.requests()
+    run.mkdir()
+    if s3 is None:
+        warehouse, env, options = str(run / "warehouse"), {}, None
+    else:
+        warehouse, env, options = f"s3://{s3.bucket}/{run.name}", s3.env, s3.storage_options()
+    common = ["--log-level", "warning", "--maintenance-interval", "0", "--workers", str(workers), *args]
+    servers = [Server(run / "warehouse", "--create-tables", PREFIX, *common, env=env, warehouse_uri=warehouse)]
+    try:
+        servers += [Server(run / "warehouse", *common, env=env, warehouse_uri=warehouse) for _ in range(writers - 1)]
+        for server in servers:  # every process has opened the table before the clock starts
+            server.post("/v1/logs", b"{}", {"content-type": "application/json", "x-databricks-uc-table-name": TABLE})
+        table = deltalake.DeltaTable(_table_uri(warehouse), storage_options=options)
+        load = Load([s.url for s in servers], clients=clients, records=records, retry_unavailable=True).start()
+        time.sleep(WARM_UP)  # connections made, first commits done: not counted
+        table.update_incremental()
+        first, acked_before = table.version(), len(load.result.acked)
+        started = time.monotonic()
+        time.sleep(seconds)
+        acked = len(load.result.acked) - acked_before
+        elapsed = time.monotonic() - started
+        version = deltalake.DeltaTable(_table_uri(warehouse), storage_options=options).version()
+        load.stop.set()
+        result = load.join()
+    finally:
+        for server in servers:
+            server.stop()
+    table.update_incremental()
+    history = [h for h in table.history() if first < h["version"] <= version and h.get("operation") == "WRITE"]
+    retries = [int(h.get("operationMetrics", {}).get("num_retries", 0)) for h in history]
+    failed_puts = None
+    if s3 is not None:  # over the whole run, warm-up included
+        puts = [r for r in s3.requests() if r["method"] == "PUT" and str(r["path"]).endswith(".json")]
+        made = sum(1 for r in puts if r["status"] == 200)
+        failed_puts = sum(1 for r in puts if r["status"] == 412) / max(1, made)
+    statuses = ", ".join(f"{status}: {n}" for status, n in sorted(result.statuses.items()))
+    return Row(
+        store,
+        label,
+        acked / elapsed,
+        len(history),
+        statistics.fmean(retries) if retries else 0.0,
+        failed_puts,
+        statuses,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--records", type=int, default=20)
+    parser.add_argument("--server-args", default="", help="extra flags for every server")
+    parser.add_argument("--stores", default="local,s3")
+    options = parser.parse_args()
+    args = shlex.split(options.server_args)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-writers-") as temp:
+        folder = Path(temp)
+        stores = options.stores.split(",")
+        s3 = start_s3(folder) if "s3" in stores else None
+        try:
+            off = ["--commit-max-backoff", "0"]  # never above --commit-max-delay: no backoff
+            plan = []
+            for store in stores:
+                plan += [
+                    (store, 1, 1, "1 server", []),
+                    (store, 3, 1, "3 servers, no backoff", off),
+                    (store, 3, 1, "3 servers, adaptive", []),
+                ]
+            if "local" in stores:
+                plan += [("local", 1, 2, "--workers 2, no backoff", off), ("local", 1, 2, "--workers 2, adaptive", [])]
+            for store, writers, workers, label, extra in plan:
+                row = measure(
+                    store,
+                    writers,
+                    workers,
+                    label,
+                    [*args, *extra],
+                    options.clients,
+                    options.records,
+                    options.seconds,
+                    folder,
+                    s3 if store == "s3" else None,
+                )
+                rows.append(row)
+                print(f"  {row.store} {row.writers}: {row.records_per_s:,.0f} records/s", file=sys.stderr)
+        finally:
+            if s3 is not None:
+                s3.stop()
+    print(f"\n{options.clients} closed-loop clients, {options.records} records per request, {options.seconds:g} s each")
+    if args:
+        print(f"server flags: {' '.join(args)}")
+    print("| store | writers | records/s | commits | conflicts/commit | failed PUTs/commit | statuses |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        failed = "-" if row.failed_puts_per_commit is None else f"{row.failed_puts_per_commit:.2f}"
+        print(
+            f"| {row.store} | {row.writers} | {row.records_per_s:,.0f} | {row.commits} "
+            f"| {row.conflicts_per_commit:.2f} | {failed} | {row.statuses} |"
+        )
+    base = {row.store: row.records_per_s for row in rows if row.writers == "1 server"}
+    print("ratios to 1 server (--workers 1) on the same store:")
+    for row in rows:
+        if row.writers != "1 server" and base.get(row.store):
+            print(f"  {row.store}, {row.writers}: {row.records_per_s / base[row.store]:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
