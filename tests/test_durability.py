@@ -145,8 +145,9 @@ def test_back_pressure_bounds_memory(start_server: Callable[..., Server]) -> Non
 
 def test_sigterm_answers_requests_in_flight(start_server: Callable[..., Server]) -> None:
     """Requests waiting for their commit when SIGTERM arrives are committed and answered 200."""
-    server = start_server("--create-tables", PREFIX, "--commit-max-delay", "5")
-    # The first commit of an idle table goes at once; it starts the 5 s commit interval.
+    server = start_server("--create-tables", PREFIX, "--commit-max-delay", "10")
+    # The first commit of an idle table goes at once; it starts the 10 s commit interval
+    # (long enough for eight requests to arrive on a loaded machine: they must all be held).
     first = Load([server.url], clients=1, records=10, max_requests=1, tag="first").start().join()
     assert first.statuses == Counter({200: 1})
     load = Load([server.url], clients=8, records=10, max_requests=1).start()

@@ -27,6 +27,10 @@ def test_reservations_hold_resize_and_release() -> None:
             first.resize(200)  # the same size again is not growth
         assert budget.used == 200
     assert budget.used == 0
+    assert (first.size, second.size) == (0, 0)  # released: reusing them starts from nothing
+    with first:
+        first.resize(1000)  # the whole buffer is free again
+    assert budget.used == 0
 
 
 def test_more_than_the_whole_buffer_is_413_even_when_idle() -> None:
