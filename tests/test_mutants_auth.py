@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from otel_ingest import auth
-from otel_ingest.auth import Authenticator, Principal, bearer_token
+from otel_ingest.auth import Authenticator, Principal, TokenBucket, bearer_token
 from otel_ingest.errors import Forbidden, RateLimited, Unauthorized
 from otel_ingest.tables import TableName
 
@@ -125,6 +125,7 @@ def test_a_broken_reload_keeps_the_principals(tmp_path: Path, monkeypatch: pytes
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    assert TokenBucket(rate=1, capacity=3).wait_for(3) == 0.0  # "0: it may be taken now"
     principal = Principal(name="p", token_sha256=b"", tables=("*",), requests_per_second=2, burst_seconds=1.5)
     assert principal.requests is not None and principal.requests.capacity == 3
     for _ in range(3):
@@ -158,3 +159,66 @@ def test_a_take_larger_than_the_bucket_is_allowed_from_full_and_leaves_debt() ->
 )
 def test_bearer_token_forms(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+class Clock:
+    """A monotonic clock the test moves by hand: token buckets without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(auth, "time", fake)
+    return fake
+
+
+def test_buckets_refill_at_their_rate_up_to_their_capacity(clock: Clock) -> None:
+    principal = Principal(name="p", token_sha256=b"", tables=("*",), requests_per_second=10, burst_seconds=1)
+    for _ in range(10):
+        Authenticator.admit(principal)
+    with pytest.raises(RateLimited) as refused:
+        Authenticator.admit(principal)
+    assert refused.value.retry_after == pytest.approx(0.1)
+    clock.now += 0.25  # 2.5 requests' worth
+    Authenticator.admit(principal)
+    Authenticator.admit(principal)
+    with pytest.raises(RateLimited) as refused:
+        Authenticator.admit(principal)
+    assert refused.value.retry_after == pytest.approx(0.05)
+    clock.now += 3600  # a long pause fills the bucket, but only to its capacity
+    for _ in range(10):
+        Authenticator.admit(principal)
+    with pytest.raises(RateLimited):
+        Authenticator.admit(principal)
+
+
+def test_take_refills_before_taking(clock: Clock) -> None:
+    """A full bucket left alone stays full: taking from it after a pause leaves capacity - taken."""
+    bucket = TokenBucket(rate=10, capacity=10)
+    clock.now += 100
+    bucket.take(6)
+    assert bucket.wait_for(5) == pytest.approx(0.1)
+    assert bucket.wait_for(4) == 0.0
+
+
+def test_byte_buckets_hold_burst_seconds_of_rate(clock: Clock) -> None:
+    principal = Principal(name="p", token_sha256=b"", tables=("*",), bytes_per_second=100, burst_seconds=2)
+    Authenticator.admit(principal, 150)
+    Authenticator.admit(principal, 50)  # 200 bytes at once: two seconds of rate
+    with pytest.raises(RateLimited):
+        Authenticator.admit(principal, 1)
+
+
+def test_any_of_several_patterns_grants(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = ["main.a.*", "main.b.x"]\n')
+    principal = Authenticator(str(path)).authenticate(f"Bearer {TOKEN}")
+    assert principal.may_write(TableName.parse("main.a.y"))
+    assert principal.may_write(TableName.parse("main.b.x"))
+    assert not principal.may_write(TableName.parse("main.b.y"))

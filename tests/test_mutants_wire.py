@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable
 
@@ -180,3 +181,31 @@ def test_stalled_body_times_out() -> None:
 
     with pytest.raises(RequestTimeout, match="after 1 bytes"):
         asyncio.run(run())
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+@pytest.mark.parametrize(("limit", "bound"), [(100_000, 600_000), (8 * MIB, 13 * MIB)], ids=["100kB", "8MiB"])
+def test_a_bomb_costs_about_the_limit_in_memory(coding: str, limit: int, bound: int) -> None:
+    """64 MiB of zeros, compressed: refused after ``limit`` bytes, having held about the
+    limit once plus a megabyte being inflated (Python allocations, traced)."""
+    bomb = CODERS[coding](bytes(64 * MIB))
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge, match="after decompression"):
+            wire.decompress(bomb, coding, limit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < bound, f"{peak:,} bytes held for a {limit:,}-byte limit"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "zstd"])
+def test_bodies_inflating_past_a_megabyte_come_out_whole(coding: str) -> None:
+    """Output comes a megabyte at a time: input all consumed while output is still held
+    inside the decompressor is not the end of the stream."""
+    body = b"".join(b"record %d of a repetitive log; " % n for n in range(200_000))
+    assert len(body) > 5 * MIB
+    assert wire.decompress(CODERS[coding](body), _header(coding), 64 * MIB) == body
