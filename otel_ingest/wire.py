@@ -160,28 +160,29 @@ def _unzstd(data: bytes, limit: int) -> bytes:
     """Every zstd frame of ``data``, stopped as soon as the output passes ``limit``.
 
     Input goes in pieces small enough that one piece cannot inflate more than a
-    megabyte past the limit. A stream that ends inside a frame is an error (zstandard's
-    stream reader would return what it had, silently dropping the rest of the body)."""
-    out = bytearray()
+    megabyte past the limit, and the pieces of output are joined only at the end, so a
+    bomb costs about the limit in memory. A stream that ends inside a frame is an error
+    (zstandard's stream reader would return what it had, silently dropping the rest)."""
+    parts: list[bytes] = []
+    size = position = 0
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    position = 0
     while position < len(data):
-        step = max(64, (limit + _CHUNK_OUT - len(out)) // _ZSTD_MAX_RATIO)
+        step = max(64, (limit + _CHUNK_OUT - size) // _ZSTD_MAX_RATIO)
         piece = data[position : position + step]
-        out += decompressor.decompress(piece)
+        parts.append(decompressor.decompress(piece))
+        size += len(parts[-1])
         position += len(piece)
-        if len(out) > limit:
+        if size > limit:
             raise _too_large(limit, "after decompression")
         if decompressor.eof:
             # Another frame may follow (concatenated frames are valid).
-            rest = decompressor.unused_data
-            position -= len(rest)
+            position -= len(decompressor.unused_data)
             if position >= len(data):
-                return bytes(out)
+                return b"".join(parts)
             decompressor = zstandard.ZstdDecompressor().decompressobj()
     if not decompressor.eof:
         raise zstandard.ZstdError("the compressed stream is truncated")
-    return bytes(out)
+    return b"".join(parts)
 
 
 def _identity(data: bytes, limit: int) -> bytes:

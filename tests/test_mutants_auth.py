@@ -222,3 +222,23 @@ def test_any_of_several_patterns_grants(tmp_path: Path) -> None:
     assert principal.may_write(TableName.parse("main.a.y"))
     assert principal.may_write(TableName.parse("main.b.x"))
     assert not principal.may_write(TableName.parse("main.b.y"))
+
+
+def test_the_token_file_is_checked_at_most_once_a_second(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principals]]\nname = "old"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+    authenticator = Authenticator(str(path))
+    caplog.set_level("INFO", logger="otel_ingest.auth")
+    clock.now += 5
+    authenticator.authenticate(f"Bearer {TOKEN}")  # checked: unchanged, so not re-read
+    assert "Reloaded" not in caplog.text
+    path.write_text(f'[[principals]]\nname = "new"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    clock.now += 0.5
+    assert authenticator.authenticate(f"Bearer {TOKEN}").name == "old"  # checked 0.5 s ago
+    clock.now += 0.6
+    assert authenticator.authenticate(f"Bearer {TOKEN}").name == "new"
+    assert caplog.text.count("Reloaded") == 1

@@ -186,8 +186,18 @@ def test_stalled_body_times_out() -> None:
 MIB = 1 << 20
 
 
-@pytest.mark.parametrize("coding", ["gzip", "deflate"])
-@pytest.mark.parametrize(("limit", "bound"), [(100_000, 600_000), (8 * MIB, 13 * MIB)], ids=["100kB", "8MiB"])
+@pytest.mark.parametrize(
+    ("coding", "limit", "bound"),
+    [
+        ("gzip", 100_000, 600_000),
+        ("deflate", 100_000, 600_000),
+        ("gzip", 8 * MIB, 13 * MIB),
+        ("deflate", 8 * MIB, 13 * MIB),
+        # zstd goes in input pieces of at least 64 bytes, which can inflate to 2 MiB.
+        ("zstd", 100_000, 4 * MIB),
+        ("zstd", 8 * MIB, 13 * MIB),
+    ],
+)
 def test_a_bomb_costs_about_the_limit_in_memory(coding: str, limit: int, bound: int) -> None:
     """64 MiB of zeros, compressed: refused after ``limit`` bytes, having held about the
     limit once plus a megabyte being inflated (Python allocations, traced)."""

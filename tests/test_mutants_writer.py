@@ -139,7 +139,9 @@ def test_a_commit_never_holds_more_than_the_limits(tmp_path: Path, policy: Commi
         await writer.append(rows("a", "b", "c"), size)
         queued = [asyncio.create_task(writer.append(rows(f"{n}-0", f"{n}-1", f"{n}-2"), size)) for n in range(5)]
         await _until_queued(queued)
-        # Two full commits go at once; the fifth request waits for the interval, or close().
+        # Two full commits go at once, long before the 60 s interval ...
+        await asyncio.wait_for(asyncio.gather(*queued[:4]), 30)
+        assert not queued[4].done()  # ... and the fifth request waits for it, or for close().
         await asyncio.wait_for(writer.close(), 30)
         await asyncio.wait_for(asyncio.gather(*queued), 5)
         return writer.location
