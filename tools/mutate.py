@@ -215,7 +215,7 @@ def _mutate(node: ast.AST, kind: str, variant: int) -> ast.AST:
         assert isinstance(node, (ast.BinOp, ast.AugAssign))
         node.op = _BINOP_SWAPS[type(node.op)]()
     elif kind == "const":
-        assert isinstance(node, ast.Constant)
+        assert isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float))
         node.value = (not node.value) if isinstance(node.value, bool) else node.value + 1
     elif kind == "call":
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
@@ -247,7 +247,7 @@ def mutants(source: str, function_filter: str | None) -> Iterator[tuple[Mutant, 
 
 def _apply(tree: ast.AST, target: ast.AST, replacement: ast.AST) -> str:
     """Source of ``tree`` with ``target`` swapped for ``replacement`` (tree left unchanged)."""
-    parent_field = None
+    parent_field: tuple[ast.AST, str, int | None] | None = None
     for parent in ast.walk(tree):
         for name, value in ast.iter_fields(parent):
             if value is target:
@@ -385,23 +385,39 @@ SEEDED: list[tuple[str, str, str, str, list[str]]] = [
 ]
 
 
+def _reason(output: str) -> str:
+    """The first assertion or error line of a pytest run, to show why a mutant was killed."""
+    lines = [line[2:].strip() for line in output.splitlines() if line.startswith("E ")]
+    return lines[0][:100] if lines else "-"
+
+
 def run_seeded(timeout: float, only: set[int] | None) -> int:
+    chosen = [(n, bug) for n, bug in enumerate(SEEDED, 1) if not only or n in only]
     sandbox = Sandbox()
     survived = 0
     try:
-        for number, (title, module, correct, bug, tests) in enumerate(SEEDED, 1):
-            if only and number not in only:
-                continue
+        # Unmutated, the selected tests must pass (one run for all: each selection is
+        # [file, "-k", expression]): a kill by a broken environment is no kill.
+        files = sorted({tests[0] for _, (*_, tests) in chosen})
+        expression = " or ".join(f"({tests[2]})" for _, (*_, tests) in chosen)
+        status, seconds, output = sandbox.run([*files, "-k", expression], timeout)
+        if status != "survived":
+            print(f"The selected tests fail without any bug ({status}):\n{output[-3000:]}")
+            return 2
+        print(f"The selected tests pass unmutated ({seconds:.0f} s)", flush=True)
+        for number, (title, module, correct, bug, tests) in chosen:
             original = (ROOT / module).read_text(encoding="utf-8")
             if original.count(correct) != 1:
                 print(f"{number:2} {title}: the correct text is no longer in {module} once; update SEEDED")
                 survived += 1
                 continue
             sandbox.write(module, original.replace(correct, bug))
-            status, seconds, _ = sandbox.run(tests, timeout)
+            status, seconds, output = sandbox.run(tests, timeout)
             sandbox.write(module, original)
             survived += status in ("survived", "no tests")
             print(f"{number:2} {status:8} {seconds:5.1f} s  {title}  ({module}; {' '.join(tests)})", flush=True)
+            if status == "killed":
+                print(f"   {_reason(output)}", flush=True)
     finally:
         sandbox.close()
     return 1 if survived else 0
