@@ -320,6 +320,13 @@ def test_image_builds_and_runs(tmp_path: Path) -> None:
         tokens = tmp_path / "tokens.toml"
         tokens.write_text(made.stdout)
         tokens.chmod(0o644)
+        # Before /data is given to uid 10001: one sentence naming the chown, exit 2, no traceback.
+        refused = run("run", "--rm", "-v", f"{data}:/data", tag, "--insecure-no-auth")
+        assert refused.returncode == 2, refused.stderr
+        assert "chown -R 10001 /data" in refused.stderr and "Traceback" not in refused.stderr
+        # Without a token file the refusal names the variables, not flags.
+        refused = run("run", "--rm", "-v", f"{data}:/data", tag)
+        assert refused.returncode == 2 and "OTEL_INGEST_TOKENS" in refused.stderr, refused.stderr
         # /data must belong to uid 10001; chown it from inside, as root, so this works for any host user.
         chown = run(
             "run", "--rm", "--user", "0", "--entrypoint", "chown", "-v", f"{data}:/data", tag, "-R", "10001", "/data"
