@@ -38,7 +38,8 @@ RECORDS_PER_REQUEST = 20
 PROTOBUF = {"content-type": "application/x-protobuf"}
 
 
-def _nginx() -> str:
+@pytest.fixture
+def nginx_binary() -> str:
     found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if found is None:
         pytest.skip("nginx is not installed (.ci/run installs Debian's nginx: apt-get install -y nginx)")
@@ -69,7 +70,7 @@ def _render(template: str, replicas: list[Server], port: int) -> str:
 class Nginx:
     """nginx in the foreground with everything (pid, logs, temp files) under one folder."""
 
-    def __init__(self, folder: Path, site: str, port: int) -> None:
+    def __init__(self, binary: str, folder: Path, site: str, port: int) -> None:
         folder.mkdir()
         self.port = port
         (folder / "otel-ingest.conf").write_text(site)
@@ -93,7 +94,7 @@ http {{
         self.error_log = folder / "error.log"
         with (folder / "stderr.log").open("wb") as stderr:
             self.process = subprocess.Popen(
-                [_nginx(), "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(self.error_log)],
+                [binary, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(self.error_log)],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
@@ -162,11 +163,11 @@ def _writers(warehouse: Path, name: str) -> set[str]:
     return ids
 
 
-def test_nginx_sends_each_table_to_one_replica(tmp_path: Path, replicas: list[Server]) -> None:
+def test_nginx_sends_each_table_to_one_replica(tmp_path: Path, nginx_binary: str, replicas: list[Server]) -> None:
     """deploy/nginx/otel-ingest.conf before three replicas sharing one warehouse: every row
     lands exactly once, each table is committed by one replica only, and no commit is retried."""
     port = free_port()
-    nginx = Nginx(tmp_path / "nginx", _render(NGINX_CONF.read_text(), replicas, port), port)
+    nginx = Nginx(nginx_binary, tmp_path / "nginx", _render(NGINX_CONF.read_text(), replicas, port), port)
     url = f"http://127.0.0.1:{port}"
     try:
         nginx.wait_ready(url)
