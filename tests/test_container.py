@@ -4,6 +4,7 @@ daemon runs — the image itself, built and run."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -234,6 +235,34 @@ def test_dockerfile_builds_without_buildkit() -> None:
         name == "RUN" and "--require-hashes" in args and str(LOCK.relative_to(ROOT)) in args
         for name, args in instructions
     )
+
+
+def _ignored(path: str) -> bool:
+    """Whether .dockerignore keeps ``path`` out of the build context (the last matching rule wins)."""
+    ignored = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        rule = line.strip()
+        if not rule or rule.startswith("#"):
+            continue
+        pattern = rule.removeprefix("!").rstrip("/")
+        candidates = {pattern, pattern.removeprefix("**/")}
+        if any(fnmatch.fnmatchcase(path, p) or path.startswith(f"{p}/") for p in candidates):
+            ignored = not rule.startswith("!")
+    return ignored
+
+
+def test_everything_the_dockerfile_copies_is_in_the_build_context() -> None:
+    """A COPY of a file that .dockerignore leaves out fails only at `docker build` time."""
+    sources = []
+    for line in DOCKERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += [w.rstrip("/") for w in words[1:-1] if not w.startswith("--")]
+    assert {"requirements/image.txt", "otel_ingest", "deploy/docker-entrypoint.sh"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        assert not _ignored(source), f"{source} is copied by the Dockerfile but excluded by .dockerignore"
+    assert _ignored("tests") and _ignored(".venv") and _ignored("otel_ingest/__pycache__")
 
 
 def _pins() -> dict[str, str]:
