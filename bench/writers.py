@@ -2,13 +2,14 @@
 
     python bench/writers.py [--seconds 10] [--clients 12] [--records 20] [--server-args "..."]
 
-For local disk and for the S3 test server (moto, serialized as in the tests), starts 1 and
-then 3 servers on one warehouse, spreads closed-loop clients round-robin over them, and
-prints records/s, commits, and conflicts per commit: the ``num_retries`` delta-rs records in
-each commit's ``commitInfo`` (a lost race for a log version, retried), plus, on S3, the
-failed conditional PUTs counted by the server. A last local row runs one server with
-``--workers 2`` (two processes on one port) against ``--workers 1``. The machine is shared
-and noisy: compare the figures of one run, not across runs.
+For local disk and for the S3 test server (moto, serialized as in the tests), starts 1
+server, then 3 servers on one warehouse with the commit backoff off (``--commit-max-backoff
+0``) and on (the default), spreads closed-loop clients round-robin over them, and prints
+records/s, commits, and conflicts per commit: the ``num_retries`` delta-rs records in each
+commit's ``commitInfo`` (a lost race for a log version, retried), plus, on S3, the failed
+conditional PUTs counted by the server. Two last local rows run one server with
+``--workers 2`` (two processes on one port), backoff off and on, against ``--workers 1``.
+The machine is shared and noisy: compare the figures of one run, not across runs.
 """
 
 from __future__ import annotations
