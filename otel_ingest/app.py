@@ -2,8 +2,11 @@
 
 An export request flows one way: authenticate and authorize (auth) → read and
 decompress the body and decode the OTLP message (wire) → flatten it to columns
-(flatten) → commit them (writer) → answer. ``/healthz``, ``/readyz`` and ``/metrics``
-are for operators.
+(flatten) → commit them (writer) → answer.
+
+Operators get ``/readyz`` and ``/metrics`` on a separate ops listener (``--ops-host``,
+``--ops-port``; loopback by default, as the Collector does): they name every table and
+the warehouse, which the clients need not see. ``/healthz`` is on both and says only "ok".
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,11 +27,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from otel_ingest import decode, wire
 from otel_ingest.auth import Authenticator
 from otel_ingest.budget import DECODE_OVERHEAD, MemoryBudget
-from otel_ingest.config import Settings
+from otel_ingest.config import Settings, is_loopback
 from otel_ingest.errors import (
     BadTableName,
     ClientGone,
@@ -44,7 +49,8 @@ from otel_ingest.errors import (
     UnsupportedMediaType,
 )
 from otel_ingest.maintenance import maintain
-from otel_ingest.monitoring import Monitoring, access_log
+from otel_ingest.monitoring import Monitoring, access_log, log_field
+from otel_ingest.readiness import Readiness
 from otel_ingest.resend import Entry, Reply, Resends, request_key
 from otel_ingest.schema import SIGNALS, Signal
 from otel_ingest.tables import TableName, Warehouse, table_set
@@ -120,6 +126,7 @@ class Services:
     budget: MemoryBudget
     monitoring: Monitoring
     resends: Resends
+    readiness: Readiness
     writer: Writer | None = None
 
 
@@ -195,7 +202,12 @@ class Ingest:
                     # its Arrow batch: charged now, so a small request cannot expand unbounded.
                     held.resize(decoded_bytes + flattened.repeated_bytes)
                     if flattened.rows:
-                        known = Entry(reply, await writer.submit(name, self.signal, flattened.columns, size))
+                        known = Entry(
+                            reply, await writer.submit(name, self.signal, flattened.columns, size, principal.name)
+                        )
+                    else:
+                        # Auto-create: the table is made once a valid body has arrived.
+                        await writer.check(name, self.signal, principal.name)
                     del flattened
                 else:
                     reply = known.reply
@@ -224,12 +236,14 @@ class Ingest:
         if rejected and status == 200:
             monitoring.rows_rejected.labels(table).inc(rejected)
         client = request.client.host if request.client else "-"
+        # Escaped: the client address may come from X-Forwarded-For, principal names from
+        # the token file; neither may forge a field or a line.
         access_log.info(
             "%s %s principal=%s table=%s status=%d rows=%d rejected=%d ms=%.1f",
-            client,
-            request.url.path,
-            principal,
-            table,
+            log_field(client),
+            log_field(request.url.path),
+            log_field(principal),
+            log_field(table),
             status,
             rows,
             rejected,
@@ -265,23 +279,82 @@ def _json(document: dict[str, object], status: int = 200) -> Response:
     return Response(json.dumps(document), status_code=status, media_type="application/json")
 
 
-def _operator_routes(services: Services) -> list[Route]:
-    async def healthz(request: Request) -> Response:
-        return _json({"status": "ok"})
+async def _healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
 
+
+def _ops_routes(services: Services) -> list[Route]:
     async def readyz(request: Request) -> Response:
         if services.writer is None:
             return _json({"status": "starting"}, 503)
-        try:
-            await asyncio.to_thread(services.warehouse.probe)
-        except Exception as exc:
-            return _json({"status": "unavailable", "reason": f"warehouse not writable: {exc}"}, 503)
-        return _json({"status": "ready", "warehouse": services.warehouse.root})
+        ready, document = await services.readiness.check()
+        if ready:
+            document["warehouse"] = services.warehouse.root
+        return _json(document, 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(services.monitoring.exposition(), media_type="text/plain; version=0.0.4")
 
-    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    return [Route("/healthz", _healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+
+
+_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(?::\d*)?")
+
+
+def loopback_host(value: str) -> bool:
+    """Whether a Host header names this machine: localhost (and *.localhost, RFC 6761),
+    or a loopback address, with or without a port."""
+    match = _HOST_PORT.fullmatch(value.strip())
+    if match is None:
+        return False
+    host = match["host"].lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+
+
+class LoopbackHostOnly:
+    """Refuse requests addressed to a name that is not this machine's (DNS rebinding).
+
+    A web page can make a browser send requests to 127.0.0.1 under its own name, once
+    that name resolves to 127.0.0.1; the browser then lets the page read the answers.
+    Such requests carry the page's name in Host. Used where loopback is the only
+    protection: the OTLP port without a token file, and the ops port on loopback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            if host is not None and not loopback_host(host.decode("latin-1")):
+                shown = host.decode("latin-1")[:100]
+                message = (
+                    f"Host {shown!r} is not a loopback name: this server answers only requests addressed to "
+                    "localhost or a loopback address (it has no token file; see docs/security.md)."
+                )
+                content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+                encoding = _error_encoding(content_type.decode("latin-1"))
+                response = status_response(403, code_pb2.PERMISSION_DENIED, message, encoding)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class Listeners:
+    """Sends each request to the app of the listener it arrived on (by local port);
+    lifespan events go to the OTLP app, which owns the services."""
+
+    def __init__(self, ingest: ASGIApp, ops: ASGIApp | None, ops_port: int) -> None:
+        self.ingest = ingest
+        self.ops = ops
+        self.ops_port = ops_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.ops is not None and scope["type"] == "http":
+            server = scope.get("server")
+            if server is not None and server[1] == self.ops_port:
+                await self.ops(scope, receive, send)
+                return
+        await self.ingest(scope, receive, send)
 
 
 async def _maintain_forever(writer: Writer, interval: float) -> None:
@@ -296,15 +369,18 @@ async def _maintain_forever(writer: Writer, interval: float) -> None:
                 log.warning("Background maintenance of %s failed; will try again.", table.name, exc_info=True)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up."""
+def create_app(settings: Settings) -> ASGIApp:
+    """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up.
+    ``settings.ops_port`` must be the port the ops listener is bound to."""
+    warehouse = Warehouse(settings.warehouse, dict(settings.storage_options))
     services = Services(
         settings=settings,
-        warehouse=Warehouse(settings.warehouse, dict(settings.storage_options)),
+        warehouse=warehouse,
         authenticator=Authenticator(settings.tokens),
         budget=MemoryBudget(settings.max_buffer_bytes),
         monitoring=Monitoring(),
         resends=Resends(settings.resend_window),
+        readiness=Readiness(warehouse, settings.readiness_interval),
     )
     services.monitoring.buffered_bytes.set_function(lambda: services.budget.used)
 
@@ -319,7 +395,9 @@ def create_app(settings: Settings) -> Starlette:
             settings.commit_max_delay,
             max(settings.commit_max_delay, settings.commit_max_backoff),
         )
-        services.writer = Writer(services.warehouse, settings.auto_create, policy, services.monitoring)
+        services.writer = Writer(
+            services.warehouse, settings.auto_create, policy, services.monitoring, settings.auto_create_max_tables
+        )
         if not services.authenticator.enabled:
             log.warning(
                 "No token file: accepting unauthenticated writes on %s%s.",
@@ -329,35 +407,44 @@ def create_app(settings: Settings) -> Starlette:
         native, decoder = decode.describe()
         log.log(logging.INFO if native else logging.WARNING, decoder)
         log.info("Writing to warehouse %s.", services.warehouse.root)
-        maintenance = None
+        background = [asyncio.create_task(services.authenticator.watch())]
         if settings.maintenance_interval > 0:
             log.info(
                 "Maintaining the tables written every %g s (--maintenance-interval).", settings.maintenance_interval
             )
-            maintenance = asyncio.create_task(_maintain_forever(services.writer, settings.maintenance_interval))
+            background.append(asyncio.create_task(_maintain_forever(services.writer, settings.maintenance_interval)))
         try:
             yield
         finally:
-            if maintenance is not None:
-                maintenance.cancel()
+            for task in background:
+                task.cancel()
+            services.readiness.close()
             log.info("Shutting down: committing buffered rows.")
             await services.writer.close()
             log.info("All accepted rows are committed.")
 
-    routes = _operator_routes(services)
+    handlers: dict[object, Callable[[Request, Exception], Awaitable[Response]]] = {
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
+    routes = _ops_routes(services) if settings.ops_listener == "shared" else [Route("/healthz", _healthz)]
     for signal in SIGNALS:
         # A bound method, so Starlette wraps it as a request → response endpoint.
         endpoint: Callable[[Request], Awaitable[Response]] = Ingest(signal, services).__call__
         for path in (f"/api/2.0/otel/v1/{signal}", f"/v1/{signal}"):
             routes.append(Route(path, endpoint, methods=["POST"], name=f"{signal}:{path}"))
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
-    )
+    ingest: ASGIApp = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    if settings.loopback_only:
+        ingest = LoopbackHostOnly(ingest)
+    if settings.ops_listener != "separate":
+        return ingest
+    ops: ASGIApp = Starlette(routes=_ops_routes(services), exception_handlers=handlers)
+    if is_loopback(settings.ops_host):
+        ops = LoopbackHostOnly(ops)
+    return Listeners(ingest, ops, settings.ops_port)
 
 
-def create_app_from_environment() -> Starlette:
+def create_app_from_environment() -> ASGIApp:
     """App factory for ``serve --workers N``: each worker rebuilds the parent's settings."""
     settings = Settings.from_environment()
     configure_logging(settings.log_level)

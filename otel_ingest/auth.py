@@ -11,18 +11,25 @@ The token file is TOML, one ``[[principals]]`` table per principal::
     burst_seconds = 2                          # optional: bucket size, in seconds of rate
     read = ["main.telemetry.*"]                # optional: tables whose usage it may read (dashboard)
 
-Tokens are only ever compared as SHA-256 digests, in constant time, and never logged.
-The file is re-read when its modification time changes (checked at most once a second);
-a file that fails to load keeps the previous principals in force.
+Tokens are only ever handled as SHA-256 digests, looked up in a dict keyed by digest
+(so the cost of a bad token does not grow with the number of principals), and never
+logged. The file is re-read when its modification time changes (checked once a second,
+in a worker thread: a slow, huge or blocking file never stalls requests); a file that
+fails to load in any way keeps the previous principals in force.
+
+Patterns are ``fnmatch`` globs over the whole lower-cased name: ``*`` crosses dots, so
+``main.tele*`` also grants ``main.telemetry.secret_otel_logs``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
-import hmac
 import logging
+import math
 import os
+import stat
 import time
 import tomllib
 import urllib.parse
@@ -36,6 +43,9 @@ log = logging.getLogger("otel_ingest.auth")
 
 RELOAD_CHECK_SECONDS = 1.0
 DEFAULT_BURST_SECONDS = 2.0
+# Keys of a [[principals]] entry; a new kind of grant adds its key here and in _principal.
+LIMIT_KEYS = ("requests_per_second", "bytes_per_second", "burst_seconds")
+PRINCIPAL_KEYS = frozenset({"name", "token", "token_sha256", "tables", "gateway", "read", *LIMIT_KEYS})
 
 
 class TokenFileError(ValueError):
@@ -137,11 +147,15 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
     if not isinstance(tables, list) or not all(isinstance(t, str) and t for t in tables):
         raise TokenFileError(f"{where}: tables must be a list of patterns such as 'main.telemetry.*'.")
     limits: dict[str, float] = {}
-    for key in ("requests_per_second", "bytes_per_second", "burst_seconds"):
+    for key in LIMIT_KEYS:
         if key in entry:
             value = entry[key]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise TokenFileError(f"{where}: {key} must be a positive number.")
+            # nan compares false with everything, so `value <= 0` alone let it through as "no limit".
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and value > 0):
+                raise TokenFileError(
+                    f"{where}: {key} must be a positive finite number (leave it out for no limit), not {value!r}."
+                )
             limits[key] = float(value)
     gateway = entry.get("gateway")
     if gateway is not None and not isinstance(gateway, dict):
@@ -149,7 +163,7 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
     read = entry.get("read", [])
     if not isinstance(read, list) or not all(isinstance(t, str) and t for t in read):
         raise TokenFileError(f"{where}: read must be a list of patterns such as 'main.telemetry.*'.")
-    unknown = set(entry) - {"name", "token", "token_sha256", "tables", "gateway", "read", *limits}
+    unknown = set(entry) - PRINCIPAL_KEYS
     if unknown:
         raise TokenFileError(f"{where}: unknown keys {sorted(unknown)}.")
     return Principal(
@@ -164,13 +178,32 @@ def _principal(entry: Any, index: int, path: str) -> Principal:
     )
 
 
-def load_token_file(path: str) -> list[Principal]:
-    """Parse and validate a token file; raises TokenFileError naming the problem."""
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file: opening a FIFO or a device
+    could block for ever."""
     try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise TokenFileError(f"Cannot read token file {path}: {exc.strerror}.") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TokenFileError(f"Token file {path} is not a regular file.")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+    except OSError as exc:
+        raise TokenFileError(f"Cannot read token file {path}: {exc.strerror}.") from exc
+    finally:
+        os.close(fd)
+
+
+def load_token_file(path: str) -> list[Principal]:
+    """Read, parse and validate a token file; raises TokenFileError naming the problem."""
+    raw = _read_regular_file(path)
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TokenFileError(f"Token file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from exc
     except tomllib.TOMLDecodeError as exc:
         raise TokenFileError(f"Token file {path} is not valid TOML: {exc}.") from exc
     entries = document.get("principals")
@@ -180,6 +213,14 @@ def load_token_file(path: str) -> list[Principal]:
     names = [p.name for p in principals]
     if len(set(names)) != len(names):
         raise TokenFileError(f"Token file {path} names a principal twice.")
+    seen: dict[bytes, str] = {}
+    for principal in principals:
+        if principal.token_sha256 in seen:
+            raise TokenFileError(
+                f"Token file {path}: principals {seen[principal.token_sha256]!r} and {principal.name!r} "
+                "share a token; give each its own."
+            )
+        seen[principal.token_sha256] = principal.name
     return principals
 
 
@@ -202,38 +243,48 @@ class Authenticator:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.principals: list[Principal] = []
+        self._by_digest: dict[bytes, Principal] = {}
         self._mtime: float | None = None
-        self._checked = 0.0
         if path is not None:
-            self.principals = load_token_file(path)
             self._mtime = os.stat(path).st_mtime
-            log.info("Loaded %d principals from %s.", len(self.principals), path)
+            self._install(load_token_file(path))
+            log.info("Loaded %d principals from %s.", len(self._by_digest), path)
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
 
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if self.path is None or now - self._checked < RELOAD_CHECK_SECONDS:
-            return
-        self._checked = now
+    @property
+    def principals(self) -> list[Principal]:
+        return list(self._by_digest.values())
+
+    def _install(self, principals: list[Principal]) -> None:
+        """Put ``principals`` in force (one assignment: a request sees the old or the new set)."""
+        self._by_digest = {p.token_sha256: p for p in principals}
+
+    def _load_if_changed(self) -> list[Principal] | None:
+        """The principals of the token file if it changed since the last look, else None.
+        Runs in a worker thread; any failure is logged and keeps the loaded principals."""
+        assert self.path is not None
+        count = len(self._by_digest)
         try:
             mtime = os.stat(self.path).st_mtime
         except OSError:
-            log.error("Token file %s is gone; keeping the %d principals loaded.", self.path, len(self.principals))
-            return
+            log.error("Token file %s is gone; keeping the %d principals loaded.", self.path, count)
+            return None
         if mtime == self._mtime:
-            return
+            return None
+        self._mtime = mtime
         try:
             principals = load_token_file(self.path)
         except TokenFileError as error:
-            log.error("%s Keeping the %d principals loaded before.", error, len(self.principals))
-            self._mtime = mtime
-            return
+            log.error("%s Keeping the %d principals loaded before.", error, count)
+            return None
+        except Exception:
+            log.exception("Token file %s failed to load; keeping the %d principals loaded before.", self.path, count)
+            return None
         # Keep the rate-limit state of principals that stay.
-        old = {p.name: p for p in self.principals}
+        old = {p.name: p for p in self._by_digest.values()}
         for principal in principals:
             previous = old.get(principal.name)
             if previous and (previous.requests_per_second, previous.bytes_per_second) == (
@@ -241,22 +292,31 @@ class Authenticator:
                 principal.bytes_per_second,
             ):
                 principal.requests, principal.bytes = previous.requests, previous.bytes
-        self.principals, self._mtime = principals, mtime
-        log.info("Reloaded %s: %d principals.", self.path, len(principals))
+        return principals
+
+    async def reload(self) -> None:
+        """Load the token file if it changed, off the event loop."""
+        principals = await asyncio.to_thread(self._load_if_changed)
+        if principals is not None:
+            self._install(principals)
+            log.info("Reloaded %s: %d principals.", self.path, len(principals))
+
+    async def watch(self) -> None:
+        """Reload the token file whenever it changes, for as long as the app runs."""
+        while self.enabled:
+            await asyncio.sleep(RELOAD_CHECK_SECONDS)
+            await self.reload()
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of a request's Authorization header; raises Unauthorized."""
         if not self.enabled:
             return ANONYMOUS
-        self._maybe_reload()
         token = bearer_token(authorization)
         if token is None:
             raise Unauthorized("The request has no bearer token; send Authorization: Bearer <token>.")
-        digest = _digest(token)
-        found = None
-        for principal in self.principals:  # compare with all, in constant time each
-            if hmac.compare_digest(digest, principal.token_sha256):
-                found = principal
+        # A dict lookup by digest: its timing can reveal at most something about the
+        # digest of a token the client already has, never about a valid one.
+        found = self._by_digest.get(_digest(token))
         if found is None:
             raise Unauthorized("The bearer token is not valid; check the token the exporter sends.")
         return found

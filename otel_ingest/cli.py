@@ -8,11 +8,15 @@ variable (``--max-body-bytes`` ↔ ``OTEL_INGEST_MAX_BODY_BYTES``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
+import resource
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,32 +190,88 @@ def _warehouse(settings: Settings) -> Warehouse:
     return Warehouse(settings.warehouse, dict(settings.storage_options))
 
 
+def _raise_descriptor_limit() -> int:
+    """Raise the soft open-file limit to the hard one (every connection holds a descriptor;
+    systemd's default soft limit is 1,024); returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("Could not raise the open-file limit from %d to %d: %s.", soft, target, exc)
+            return soft
+        log.info("Raised the open-file limit from %d to %d (the hard limit).", soft, target)
+        return target
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def connection_limit(settings: Settings, descriptors: int) -> int:
+    """--max-connections, or the descriptor limit less a reserve for table files,
+    object-store connections and the runtime."""
+    return settings.max_connections or max(16, descriptors - min(256, descriptors // 2))
+
+
+def _listen(host: str, port: int, what: str, hint: str) -> socket.socket:
+    """A bound socket for uvicorn (which listens on it), inherited by worker processes."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"Cannot listen on {host}:{port} for {what}: {exc.strerror or exc}; {hint}.") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from otel_ingest.app import create_app
     from otel_ingest.connection import BoundedHeadProtocol
 
+    if settings.tokens is not None:
+        load_token_file(settings.tokens)  # fail fast, before any worker starts
+    descriptors = _raise_descriptor_limit()
+    max_connections = connection_limit(settings, descriptors)
+    sockets = [_listen(settings.host, settings.port, "OTLP", "pass another --port")]
+    settings = dataclasses.replace(settings, port=sockets[0].getsockname()[1])
+    if settings.ops_listener == "separate":
+        ops = _listen(settings.ops_host, settings.ops_port, "ops endpoints", "pass another --ops-port, or 0 for none")
+        sockets.append(ops)
+        settings = dataclasses.replace(settings, ops_port=ops.getsockname()[1])
+    log.info("OTLP/HTTP on http://%s:%d.", settings.host, settings.port)
+    if settings.ops_listener == "separate":
+        log.info("/readyz and /metrics on http://%s:%d (--ops-host, --ops-port).", settings.ops_host, settings.ops_port)
+    else:
+        where = "on the OTLP port" if settings.ops_listener == "shared" else "off"
+        log.info("/readyz and /metrics: %s (--ops-port).", where)
+    log.info("At most %d connections per process (--max-connections).", max_connections)
     options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
         "log_level": settings.log_level,
         # On SIGTERM, requests already received are committed and answered before exit.
         "timeout_graceful_shutdown": SHUTDOWN_SECONDS,
         # otel_ingest.access logs every request with its principal and table instead.
         "access_log": False,
-        # uvicorn's httptools protocol, with a bound on the size of a request head.
-        "http": BoundedHeadProtocol,
+        # uvicorn's httptools protocol, with bounds on request heads and connections.
+        "http": functools.partial(BoundedHeadProtocol, max_connections=max_connections),
+        # X-Forwarded-For names the client only when it comes from a configured proxy;
+        # uvicorn trusted it from loopback, so any local process could forge log lines.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
+        "workers": settings.workers,
     }
-    if settings.tokens is not None:
-        load_token_file(settings.tokens)  # fail fast, before any worker starts
     if settings.workers > 1:
         # Worker processes import the app by name and rebuild the settings from this variable.
         os.environ.update(settings.to_environment())
-        uvicorn.run("otel_ingest.app:create_app_from_environment", factory=True, workers=settings.workers, **options)
-    else:
-        uvicorn.run(create_app(settings), **options)
-    return 0
+        config = uvicorn.Config("otel_ingest.app:create_app_from_environment", factory=True, **options)
+        Multiprocess(config, sockets=sockets).run()
+        return 0
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+    server.run(sockets=sockets)
+    return 0 if server.started else 3
 
 
 def _tables_create(settings: Settings, prefix: str) -> int:

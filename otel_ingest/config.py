@@ -102,6 +102,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("auto_create", _boolean, False, "create a missing table on its first request instead of answering 404"),
     Option(
+        "auto_create_max_tables",
+        int,
+        100,
+        "most tables --auto-create makes for one principal (per process); past it, 403",
+        "N",
+    ),
+    Option(
         "create_tables",
         _words,
         (),
@@ -189,6 +196,39 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "accept unauthenticated writes on a non-loopback address (without --tokens)",
     ),
+    Option(
+        "ops_host",
+        str,
+        "127.0.0.1",
+        "address of the ops listener (/readyz, /metrics, /healthz); 0.0.0.0 in a pod for probes and scrapes",
+    ),
+    Option(
+        "ops_port",
+        int,
+        8888,
+        "port of the ops listener; 0 = no ops listener, the same as --port = ops endpoints on the OTLP port",
+    ),
+    Option(
+        "readiness_interval",
+        float,
+        5.0,
+        "seconds between warehouse write probes behind /readyz (answers in between are cached)",
+        "SECONDS",
+    ),
+    Option(
+        "max_connections",
+        int,
+        0,
+        "open connections per process; past it new ones get 503 (0 = the file-descriptor limit less a reserve)",
+        "N",
+    ),
+    Option(
+        "forwarded_allow_ips",
+        str,
+        "",
+        "proxy addresses trusted for X-Forwarded-For/-Proto, comma-separated ('' = trust none, '*' = all)",
+        "ADDRESSES",
+    ),
     Option("log_level", str, "info", "debug, info, warning or error"),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -202,6 +242,7 @@ class Settings:
     port: int = 4318
     warehouse: str = "./warehouse"
     auto_create: bool = False
+    auto_create_max_tables: int = 100
     create_tables: tuple[str, ...] = ()
     max_body_bytes: int = 64 << 20
     read_timeout: float = 30.0
@@ -220,11 +261,20 @@ class Settings:
     maintenance_interval: float = 300.0
     tokens: str | None = None
     insecure_no_auth: bool = False
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 8888
+    readiness_interval: float = 5.0
+    max_connections: int = 0
+    forwarded_allow_ips: str = ""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is out of range; use 0–65535.")
+        for name in ("port", "ops_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} {getattr(self, name)} is out of range; use 0–65535.")
+        for name in ("auto_create_max_tables", "max_connections"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes {self.max_body_bytes} must be positive.")
         for name in ("commit_max_rows", "commit_max_bytes", "max_buffer_bytes", "workers"):
@@ -237,6 +287,7 @@ class Settings:
             "read_timeout",
             "commit_deadline",
             "resend_window",
+            "readiness_interval",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
@@ -259,6 +310,22 @@ class Settings:
                 "write your tables. "
                 + (advice or "Pass --tokens FILE, listen on 127.0.0.1, or pass --insecure-no-auth.")
             )
+
+    @property
+    def ops_listener(self) -> str:
+        """``separate``, ``shared`` (ops endpoints on the OTLP port) or ``off``."""
+        if self.ops_port == 0:
+            return "off"
+        if self.ops_port == self.port:
+            return "shared"
+        return "separate"
+
+    @property
+    def loopback_only(self) -> bool:
+        """No token file and no --insecure-no-auth: only this machine may write, so a
+        request must also be addressed to a loopback name (a browser's DNS rebinding
+        would otherwise reach the server under a foreign name)."""
+        return self.tokens is None and not self.insecure_no_auth
 
     def default_table(self, signal: Signal) -> str | None:
         value: str | None = getattr(self, f"default_{signal}_table")

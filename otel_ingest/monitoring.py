@@ -8,10 +8,26 @@ figures; scrape every replica.
 from __future__ import annotations
 
 import logging
+import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 access_log = logging.getLogger("otel_ingest.access")
+
+# Characters an access-log field may hold as they are: no space (fields are separated by
+# spaces), no quote or backslash, nothing outside printable ASCII (no line breaks of any kind).
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[\\\"]")
+
+
+def log_field(value: str) -> str:
+    """``value`` for a space-separated log line: unsafe characters as \\xNN or \\uNNNN."""
+    return _UNSAFE.sub(lambda m: _escape(m.group()), value) or "-"
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 

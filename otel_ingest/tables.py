@@ -185,12 +185,14 @@ class Warehouse:
                 file.write(b"ready")
             os.unlink(path)
             return
-        import pyarrow.fs
+        # delta-rs's own object store, with the same storage options (and environment)
+        # as the commits: pyarrow's from_uri saw only environment variables.
+        from deltalake.fs import DeltaStorageHandler
 
-        filesystem, root = pyarrow.fs.FileSystem.from_uri(self.root)
-        with filesystem.open_output_stream(f"{root}/{marker}") as stream:
+        store = DeltaStorageHandler(self.root, self.storage_options)
+        with store.open_output_stream(marker) as stream:
             stream.write(b"ready")
-        filesystem.delete_file(f"{root}/{marker}")
+        store.delete_file(marker)
 
     def exists(self, name: TableName) -> bool:
         return bool(deltalake.DeltaTable.is_deltatable(self.location(name), self.storage_options))

@@ -23,12 +23,13 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import deltalake
 import pyarrow as pa
 
-from otel_ingest.errors import ClientError, Unavailable
+from otel_ingest.errors import ClientError, Forbidden, TableNotFound, Unavailable
 from otel_ingest.flatten.common import Columns
 from otel_ingest.monitoring import Monitoring
 from otel_ingest.schema import Signal
@@ -212,9 +213,9 @@ class TableWriter:
                 self._adapt(interleaved)
             except Unavailable as error:
                 outcome: BaseException | int = error
-            except Exception as error:  # never let the commit task die: fail the requests instead
+            except Exception:  # never let the commit task die: fail the requests instead
                 log.exception("Unexpected error committing to %s", self.name)
-                outcome = Unavailable(f"Could not commit to table {self.name} ({error}); retry later.")
+                outcome = Unavailable(f"Could not commit to table {self.name}; retry later.")
             else:
                 outcome = version
             for pending in group:
@@ -316,8 +317,9 @@ class TableWriter:
                         break
                     self.monitoring.commit_failures.labels(str(self.name)).inc()
                     log.error("Commit of %d rows to %s failed %d times: %s", data.num_rows, self.name, attempt, exc)
+                    # Storage errors can carry whole backtraces (RUST_BACKTRACE): the log has them.
                     raise Unavailable(
-                        f"Could not commit to table {self.name} ({exc}); the rows were not stored, retry later."
+                        f"Could not commit to table {self.name}; the rows were not stored, retry later."
                     ) from exc
                 self.monitoring.commit_retries.labels(str(self.name)).inc()
                 delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())
@@ -339,60 +341,116 @@ class TableWriter:
         return version, max(0, version - read_version - 1) if version >= 0 else 0
 
 
+@dataclass
+class _Opening:
+    """The lock that lets one request open a table while others wait, and how many use it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Writer:
     """Routes batches to per-table writers, opening (and checking) each table once."""
 
     def __init__(
-        self, warehouse: Warehouse, auto_create: bool, policy: CommitPolicy, monitoring: Monitoring | None = None
+        self,
+        warehouse: Warehouse,
+        auto_create: bool,
+        policy: CommitPolicy,
+        monitoring: Monitoring | None = None,
+        auto_create_max_tables: int = 100,
     ) -> None:
         self.warehouse = warehouse
         self.monitoring = monitoring or Monitoring()
         self.auto_create = auto_create
+        self.auto_create_max_tables = auto_create_max_tables
         self.policy = policy
         self._tables: dict[tuple[TableName, Signal], TableWriter] = {}
-        self._opening: dict[tuple[TableName, Signal], asyncio.Lock] = {}
+        # Only while a table is being opened: an entry kept for every name ever asked
+        # for (404s included) grew the server by ~72 MiB per 100,000 names.
+        self._opening: dict[tuple[TableName, Signal], _Opening] = {}
+        self._created: Counter[str] = Counter()  # tables auto-created, by principal
 
     @property
     def tables(self) -> list[TableWriter]:
         return list(self._tables.values())
 
-    async def _table_writer(self, name: TableName, signal: Signal) -> TableWriter:
+    async def _table_writer(self, name: TableName, signal: Signal, creator: str | None = None) -> TableWriter:
         key = (name, signal)
         writer = self._tables.get(key)
         if writer is not None:
             return writer
-        async with self._opening.setdefault(key, asyncio.Lock()):
-            writer = self._tables.get(key)
-            if writer is None:
-                try:
-                    table = await asyncio.to_thread(self.warehouse.open, name, signal, self.auto_create)
-                except ClientError:
-                    raise
-                except Exception as exc:
-                    raise Unavailable(f"Could not open table {name} ({exc}); retry later.") from exc
-                writer = self._tables[key] = TableWriter(
-                    name,
-                    table,
-                    self.policy,
-                    self.warehouse.location(name),
-                    self.warehouse.storage_options,
-                    self.monitoring,
-                )
+        opening = self._opening.setdefault(key, _Opening())
+        opening.users += 1
+        try:
+            async with opening.lock:
+                writer = self._tables.get(key)
+                if writer is None:
+                    table = await self._open(name, signal, creator)
+                    writer = self._tables[key] = TableWriter(
+                        name,
+                        table,
+                        self.policy,
+                        self.warehouse.location(name),
+                        self.warehouse.storage_options,
+                        self.monitoring,
+                    )
+        finally:
+            opening.users -= 1
+            if not opening.users:
+                del self._opening[key]
         return writer
 
-    async def check(self, name: TableName, signal: Signal) -> None:
-        """Make sure the table exists and fits ``signal`` (opened once, then cached)."""
-        await self._table_writer(name, signal)
+    async def _open(self, name: TableName, signal: Signal, creator: str | None) -> deltalake.DeltaTable:
+        """Open the table; create it for ``creator`` if it is missing and auto-create is on."""
+        try:
+            try:
+                return await asyncio.to_thread(self.warehouse.open, name, signal, False)
+            except TableNotFound:
+                if creator is None or not self.auto_create:
+                    raise
+            if self._created[creator] >= self.auto_create_max_tables:
+                raise Forbidden(
+                    f"Principal {creator!r} has had {self._created[creator]} tables created by --auto-create, "
+                    f"its limit (--auto-create-max-tables); create {name} with `otel-ingest tables create` "
+                    "or ask the operator to raise the limit."
+                )
+            table = await asyncio.to_thread(self.warehouse.open, name, signal, True)
+            self._created[creator] += 1
+            log.info("Created table %s for principal %r (--auto-create).", name, creator)
+            return table
+        except ClientError:
+            raise
+        except Exception as exc:
+            log.error("Could not open table %s: %s", name, exc)
+            raise Unavailable(f"Could not open table {name}; retry later.") from exc
 
-    async def submit(self, name: TableName, signal: Signal, rows: Columns, size: int) -> Queued:
-        """Queue ``rows`` for ``name`` (checked to fit ``signal``); await ``.done`` for durability."""
-        writer = await self._table_writer(name, signal)
+    async def submit(
+        self, name: TableName, signal: Signal, rows: Columns, size: int, creator: str = "anonymous"
+    ) -> Queued:
+        """Queue ``rows`` for ``name`` (checked to fit ``signal``); await ``.done`` for durability.
+        A missing table is created for ``creator`` when auto-create is on."""
+        writer = await self._table_writer(name, signal, creator)
         return writer.submit(rows, size)
 
-    async def append(self, name: TableName, signal: Signal, rows: Columns, size: int) -> None:
-        """Commit ``rows`` to ``name`` (checked to fit ``signal``); returns once durable."""
+    async def check(self, name: TableName, signal: Signal, creator: str | None = None) -> None:
+        """Make sure the table exists and fits ``signal`` (opened once, then cached). Without
+        ``creator``, auto-create lets a missing table pass (the body is not read yet); with
+        it, the table is created for that principal (a valid body has arrived)."""
+        try:
+            await self._table_writer(name, signal, creator)
+        except TableNotFound:
+            if not self.auto_create or creator is not None:
+                raise
+
+    async def append(
+        self, name: TableName, signal: Signal, rows: Columns, size: int, creator: str = "anonymous"
+    ) -> None:
+        """Commit ``rows`` to ``name`` (checked to fit ``signal``); returns once durable.
+        A missing table is created for ``creator`` when auto-create is on."""
+        await self.check(name, signal, creator)
         if rows.num_rows:
-            await (await self.submit(name, signal, rows, size)).done
+            await (await self.submit(name, signal, rows, size, creator)).done
 
     async def close(self) -> None:
         """Commit everything accepted so far (graceful shutdown)."""

@@ -131,25 +131,36 @@ class Server:
         self.warehouse = warehouse
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The ops listener (/readyz, /metrics): its own free port unless the test chose one.
+        chosen = next((args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--ops-port"), None)
+        self.ops_port: int | None = free_port() if chosen is None else int(chosen) or None
+        self.ops_url = f"http://127.0.0.1:{self.ops_port}"
         self.log_path = warehouse.parent / f"server-{self.port}.log"
         command = [*(command_prefix or []), sys.executable, "-m", "otel_ingest", "serve", *args]
         env = dict(env or {})
         if settings_from_env:
             env.update(OTEL_INGEST_PORT=str(self.port), OTEL_INGEST_WAREHOUSE=warehouse_uri or str(warehouse))
+            if chosen is None:
+                env["OTEL_INGEST_OPS_PORT"] = str(self.ops_port)
         else:
             command += ["--port", str(self.port), "--warehouse", warehouse_uri or str(warehouse)]
+            if chosen is None:
+                command += ["--ops-port", str(self.ops_port)]
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **env})
         self.client = httpx.Client(base_url=self.url, timeout=60)
-        self._wait_ready()
+        self.ops = httpx.Client(base_url=self.ops_url, timeout=60)
+        for port in (self.port, self.ops_port):
+            if port is not None:
+                self._wait_listening(port)
 
-    def _wait_ready(self, timeout: float = 30) -> None:
+    def _wait_listening(self, port: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -179,6 +190,7 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         self.client.close()
+        self.ops.close()
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:

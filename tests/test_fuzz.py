@@ -269,7 +269,7 @@ def test_mutated_captures_never_5xx_and_refusals_write_nothing(server: Server) -
     # What the server counted as committed is exactly what polars reads back from every file.
     written = {
         sample.labels["table"]: sample.value
-        for family in text_string_to_metric_families(server.client.get("/metrics").text)
+        for family in text_string_to_metric_families(server.ops.get("/metrics").text)
         if family.name == "otel_ingest_rows_written"
         for sample in family.samples
         if sample.name.endswith("_total")

@@ -277,7 +277,7 @@ def test_client_hanging_up_midway_is_logged_as_499_not_an_error(server: Server) 
     wait_until(lambda: "status=499" in server.log(), "the 499 in the access log", timeout=10)
     assert f"table={LOGS} status=499" in server.log()
     assert "Unexpected error" not in server.log() and "Traceback" not in server.log()
-    assert 'status="499"' in server.client.get("/metrics").text
+    assert 'status="499"' in server.ops.get("/metrics").text
     assert storage(server) == before
 
 

@@ -1,4 +1,4 @@
-"""What an operator sees: /healthz, /readyz, /metrics and the access log."""
+"""What an operator sees: /healthz, /readyz, /metrics (on the ops listener) and the access log."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ LOGS = "main.telemetry.claude_otel_logs"
 
 
 def _metrics(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = server.client.get("/metrics")
+    response = server.ops.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = {}
@@ -26,27 +26,39 @@ def _metrics(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     return samples
 
 
+def readyz_until(server: Server, status: int, timeout: float = 30) -> dict[str, object]:
+    """Poll /readyz (answered from a cached probe) until it answers ``status``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = server.ops.get("/readyz")
+        if response.status_code == status:
+            document: dict[str, object] = response.json()
+            return document
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
+
+
 def test_healthz_and_readyz(start_server: Callable[..., Server]) -> None:
     server = start_server()
-    assert server.client.get("/healthz").json() == {"status": "ok"}
-    ready = server.client.get("/readyz")
-    assert ready.status_code == 200
-    assert ready.json()["status"] == "ready"
+    for client in (server.client, server.ops):
+        assert client.get("/healthz").json() == {"status": "ok"}
+    ready = readyz_until(server, 200)
+    assert ready["status"] == "ready"
+    assert ready["warehouse"] == str(server.warehouse)
     assert list(server.warehouse.glob(".otel-ingest-ready-*")) == []  # the probe cleans up
 
 
 def test_readyz_fails_while_the_warehouse_is_unwritable(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse"
-    server = Server(warehouse, command_prefix=_drop_privileges())
+    server = Server(warehouse, "--readiness-interval", "0.1", command_prefix=_drop_privileges())
     try:
-        assert server.client.get("/readyz").status_code == 200
+        readyz_until(server, 200)
         warehouse.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-        response = server.client.get("/readyz")
-        assert response.status_code == 503
-        assert "not writable" in response.json()["reason"]
+        document = readyz_until(server, 503)
+        assert "not writable" in str(document["reason"])
         assert server.client.get("/healthz").status_code == 200  # the process is still up
         warehouse.chmod(0o755)
-        assert server.client.get("/readyz").status_code == 200
+        readyz_until(server, 200)
     finally:
         warehouse.chmod(0o755)
         server.stop()

@@ -634,9 +634,12 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
             len(config.endpoints),
             ", ".join(f"{e.name} ({e.provider})" for e in config.endpoints),
         )
+        # The token file is re-read off the event loop by this task (otel_ingest.auth).
+        watcher = asyncio.create_task(gateway.authenticator.watch())
         try:
             yield
         finally:
+            watcher.cancel()
             await gateway.stop()
 
     async def healthz(request: Request) -> Response:
