@@ -373,14 +373,15 @@ def create_app(settings: Settings) -> ASGIApp:
     """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up.
     ``settings.ops_port`` must be the port the ops listener is bound to."""
     warehouse = Warehouse(settings.warehouse, dict(settings.storage_options))
+    monitoring = Monitoring()
     services = Services(
         settings=settings,
         warehouse=warehouse,
         authenticator=Authenticator(settings.tokens),
         budget=MemoryBudget(settings.max_buffer_bytes),
-        monitoring=Monitoring(),
+        monitoring=monitoring,
         resends=Resends(settings.resend_window),
-        readiness=Readiness(warehouse, settings.readiness_interval),
+        readiness=Readiness(warehouse, settings.readiness_interval, monitoring),
     )
     services.monitoring.buffered_bytes.set_function(lambda: services.budget.used)
 

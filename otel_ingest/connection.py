@@ -86,7 +86,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 limit,
             )
             cls._refusals, cls._refusals_logged_at = 0, now
-        if len(self.connections) > limit + MAX_LINGERING_REFUSALS:
+        if len(self.connections) > limit + min(MAX_LINGERING_REFUSALS, limit // 4):
             self._refused = True
             self.transport.abort()
             return

@@ -75,6 +75,9 @@ class Monitoring:
         self.requests_in_flight = Gauge(
             "otel_ingest_requests_in_flight", "Export requests received and not yet answered.", registry=r
         )
+        self.readiness_probes = Counter(
+            "otel_ingest_readiness_probes", "Warehouse write probes made for /readyz.", registry=r
+        )
         self.buffered_bytes = Gauge(
             "otel_ingest_buffered_bytes", "Bytes held for requests not yet answered.", registry=r
         )

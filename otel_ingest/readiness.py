@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from otel_ingest.monitoring import Monitoring
 from otel_ingest.tables import Warehouse
 
 log = logging.getLogger("otel_ingest.readiness")
@@ -43,15 +44,17 @@ def _reason(exc: BaseException) -> str:
 class Readiness:
     """The cached outcome of warehouse write probes."""
 
-    def __init__(self, warehouse: Warehouse, interval: float, slow_after: float | None = None) -> None:
+    def __init__(
+        self, warehouse: Warehouse, interval: float, monitoring: Monitoring, slow_after: float | None = None
+    ) -> None:
         self.warehouse = warehouse
+        self.monitoring = monitoring
         self.interval = interval
         self.slow_after = max(interval, 2.0) if slow_after is None else slow_after
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness-probe")
         self._last: ProbeResult | None = None
         self._running: asyncio.Future[None] | None = None
         self._started_at = 0.0
-        self.probes = 0  # probes started, for tests and metrics
 
     def _probe(self) -> None:
         try:
@@ -63,7 +66,7 @@ class Readiness:
             self._last = ProbeResult(True, "", time.monotonic())
 
     def _start(self) -> asyncio.Future[None]:
-        self.probes += 1
+        self.monitoring.readiness_probes.inc()
         self._started_at = time.monotonic()
         running = asyncio.get_running_loop().run_in_executor(self._executor, self._probe)
         self._running = running

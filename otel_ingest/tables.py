@@ -162,6 +162,35 @@ def _schema_json(schema: deltalake.Schema) -> dict[str, Any]:
     return document
 
 
+def s3_filesystem(storage_options: dict[str, str]) -> Any:
+    """A pyarrow S3 filesystem configured like delta-rs from the same storage options (keys
+    as delta-rs spells them, any case); what they leave out comes from the environment."""
+    options = {key.lower(): value for key, value in storage_options.items()}
+
+    def option(*names: str) -> str | None:
+        return next((options[name] for name in names if name in options), None)
+
+    import pyarrow.fs
+
+    settings: dict[str, Any] = {"connect_timeout": 5.0, "request_timeout": 10.0}
+    key, secret = option("aws_access_key_id", "access_key_id"), option("aws_secret_access_key", "secret_access_key")
+    if key and secret:
+        settings.update(access_key=key, secret_key=secret)
+        token = option("aws_session_token", "session_token", "aws_token", "token")
+        if token:
+            settings["session_token"] = token
+    region = option("aws_region", "region", "aws_default_region", "default_region")
+    if region:
+        settings["region"] = region
+    endpoint = option("aws_endpoint_url", "aws_endpoint", "endpoint_url", "endpoint", "aws_endpoint_url_s3")
+    if endpoint:
+        scheme, separator, address = endpoint.partition("://")
+        settings["endpoint_override"] = address if separator else endpoint
+        if separator:
+            settings["scheme"] = scheme
+    return pyarrow.fs.S3FileSystem(**settings)
+
+
 class Warehouse:
     """The root under which ``catalog/schema/table`` folders hold Delta tables."""
 
@@ -185,14 +214,19 @@ class Warehouse:
                 file.write(b"ready")
             os.unlink(path)
             return
-        # delta-rs's own object store, with the same storage options (and environment)
-        # as the commits: pyarrow's from_uri saw only environment variables.
-        from deltalake.fs import DeltaStorageHandler
+        # pyarrow's filesystems release the GIL while they wait on the network; delta-rs's
+        # (deltalake.fs) do not, so a probe hanging on a storage outage froze the server.
+        import pyarrow.fs
 
-        store = DeltaStorageHandler(self.root, self.storage_options)
-        with store.open_output_stream(marker) as stream:
+        if self.root.lower().startswith(("s3://", "s3a://")):
+            filesystem: pyarrow.fs.FileSystem = s3_filesystem(self.storage_options or {})
+            root = self.root.split("://", 1)[1]
+        else:
+            # Azure and GCS: credentials from the environment only (docs/operations.md).
+            filesystem, root = pyarrow.fs.FileSystem.from_uri(self.root)
+        with filesystem.open_output_stream(f"{root}/{marker}") as stream:
             stream.write(b"ready")
-        store.delete_file(marker)
+        filesystem.delete_file(f"{root}/{marker}")
 
     def exists(self, name: TableName) -> bool:
         return bool(deltalake.DeltaTable.is_deltatable(self.location(name), self.storage_options))
