@@ -134,7 +134,7 @@ class Server:
         # The ops listener (/readyz, /metrics): its own free port unless the test chose one.
         chosen = next((args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--ops-port"), None)
         self.ops_port: int | None = free_port() if chosen is None else int(chosen) or None
-        self.ops_url = f"http://127.0.0.1:{self.ops_port}"
+        self.ops_url = f"http://127.0.0.1:{self.ops_port}" if self.ops_port else self.url
         self.log_path = warehouse.parent / f"server-{self.port}.log"
         command = [*(command_prefix or []), sys.executable, "-m", "otel_ingest", "serve", *args]
         env = dict(env or {})

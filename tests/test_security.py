@@ -23,12 +23,12 @@ import pytest
 from test_auth import CLAUDE_TOKEN, CODEX_TOKEN, token_file
 from test_cli import run_cli
 from test_hostile import _read_until_closed, status_message
-from test_object_store import BUCKET
 
 from support import Server, free_port, load_captures, row_count, table_path
 
 LOGS = "main.telemetry.claude_otel_logs"
 PROTOBUF = "application/x-protobuf"
+BUCKET = "otel-warehouse"
 
 
 def logs_body() -> bytes:
@@ -434,11 +434,11 @@ def test_broken_token_files_keep_the_old_principals(start_server: Callable[..., 
     assert "Traceback" not in server.log()
 
 
-def test_hundred_thousand_principals(start_server: Callable[..., Server], tmp_path: Path) -> None:
+def test_twenty_thousand_principals(start_server: Callable[..., Server], tmp_path: Path) -> None:
     """Loaded once, looked up by digest: a bad token costs the same as with two principals."""
     path = token_file(tmp_path / "tokens.toml")
     lines = [path.read_text()]
-    for index in range(100_000):
+    for index in range(20_000):
         digest = hashlib.sha256(f"token-{index:012d}-padding".encode()).hexdigest()
         lines.append(f'[[principals]]\nname = "p{index}"\ntoken_sha256 = "{digest}"\ntables = ["main.p{index}.*"]\n')
     path.write_text("\n".join(lines))
@@ -449,7 +449,7 @@ def test_hundred_thousand_principals(start_server: Callable[..., Server], tmp_pa
         assert server.post("/v1/logs", b"", bad).status_code == 401
     per_request = (time.perf_counter() - started) / 200
     assert server.post("/v1/logs", logs_body(), headers(token=CLAUDE_TOKEN)).status_code == 200
-    print(f"\n401 for a bad token with 100,002 principals: {per_request * 1000:.2f} ms per request (client included)")
+    print(f"\n401 for a bad token with 20,002 principals: {per_request * 1000:.2f} ms per request (client included)")
 
 
 # 8. Raw storage errors (with RUST_BACKTRACE=1, whole backtraces) in 503 bodies.
