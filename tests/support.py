@@ -214,7 +214,7 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 60, 
 
 def metric(server: Server, name: str) -> float:
     """The value of an unlabelled sample in the server's /metrics."""
-    for line in server.client.get("/metrics").text.splitlines():
+    for line in server.ops.get("/metrics").text.splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"{name} is not in /metrics")

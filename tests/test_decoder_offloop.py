@@ -36,7 +36,7 @@ def _large_json_logs(records: int) -> bytes:
 
 
 def _buffered_bytes(server: Server) -> float:
-    text = server.client.get("/metrics").text
+    text = server.ops.get("/metrics").text
     for family in text_string_to_metric_families(text):
         if family.name == "otel_ingest_buffered_bytes":
             return family.samples[0].value
