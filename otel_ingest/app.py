@@ -408,6 +408,7 @@ def create_app(settings: Settings) -> ASGIApp:
         native, decoder = decode.describe()
         log.log(logging.INFO if native else logging.WARNING, decoder)
         log.info("Writing to warehouse %s.", services.warehouse.root)
+        services.readiness.start()
         background = [asyncio.create_task(services.authenticator.watch())]
         if settings.maintenance_interval > 0:
             log.info(

@@ -205,7 +205,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ops_port",
         int,
-        8888,
+        9318,
         "port of the ops listener; 0 = no ops listener, the same as --port = ops endpoints on the OTLP port",
     ),
     Option(
@@ -262,7 +262,7 @@ class Settings:
     tokens: str | None = None
     insecure_no_auth: bool = False
     ops_host: str = "127.0.0.1"
-    ops_port: int = 8888
+    ops_port: int = 9318
     readiness_interval: float = 5.0
     max_connections: int = 0
     forwarded_allow_ips: str = ""
@@ -289,7 +289,7 @@ class Settings:
             "resend_window",
             "readiness_interval",
         ):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # refuses nan too
                 raise ConfigError(f"{name} {getattr(self, name)} must not be negative.")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"log_level {self.log_level!r} must be debug, info, warning or error.")

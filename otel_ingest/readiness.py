@@ -73,6 +73,11 @@ class Readiness:
         running.add_done_callback(lambda _: setattr(self, "_running", None))
         return running
 
+    def start(self) -> None:
+        """Begin the first probe now (at start-up), so the first /readyz need not wait."""
+        if self._running is None:
+            self._start()
+
     async def check(self) -> tuple[bool, dict[str, object]]:
         """(ready, document for the response). Starts a probe when the last one is older
         than the interval and none is running; waits for it only briefly."""

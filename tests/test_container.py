@@ -361,9 +361,11 @@ def test_image_builds_and_runs(tmp_path: Path) -> None:
             "run", "--rm", "--user", "0", "--entrypoint", "chown", "-v", f"{data}:/data", tag, "-R", "10001", "/data"
         )
         assert chown.returncode == 0, chown.stderr
-        port = free_port()
+        port, ops_port = free_port(), free_port()
+        # /readyz is on the ops listener (9318), which must listen beyond the container's loopback.
         started = run(
-            "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:4318", "-v", f"{data}:/data",
+            "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:4318", "-p", f"127.0.0.1:{ops_port}:9318",
+            "-v", f"{data}:/data", "-e", "OTEL_INGEST_OPS_HOST=0.0.0.0",
             "-v", f"{tokens}:/etc/otel-ingest/tokens.toml:ro", "-e", "OTEL_INGEST_TOKENS=/etc/otel-ingest/tokens.toml",
             "-e", f"OTEL_INGEST_CREATE_TABLES={TABLE_PREFIX}", tag,
         )  # fmt: skip
@@ -376,7 +378,8 @@ def test_image_builds_and_runs(tmp_path: Path) -> None:
 
         _wait_for(healthy, "the container's HEALTHCHECK")
         url = f"http://127.0.0.1:{port}"
-        _wait_for(lambda: httpx.get(f"{url}/readyz", timeout=5).status_code == 200, "/readyz")
+        ops = f"http://127.0.0.1:{ops_port}"
+        _wait_for(lambda: httpx.get(f"{ops}/readyz", timeout=5).status_code == 200, "/readyz")
         capture = next(c for c in load_captures("cc_hello") if c.signal == "logs")
         headers = {
             "content-type": "application/x-protobuf",

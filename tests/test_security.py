@@ -69,6 +69,7 @@ def rss(pid: int) -> int:
 
 def test_readyz_probes_at_most_once_per_interval(start_server: Callable[..., Server]) -> None:
     server = start_server("--readiness-interval", "3600")
+    wait_for(lambda: server.ops.get("/readyz").status_code == 200, "the first probe")
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: server.ops.get("/readyz").status_code, range(400)))
     assert set(statuses) == {200}
