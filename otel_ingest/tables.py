@@ -163,9 +163,10 @@ def _schema_json(schema: deltalake.Schema) -> dict[str, Any]:
 
 
 def s3_filesystem(storage_options: dict[str, str]) -> Any:
-    """A pyarrow S3 filesystem configured like delta-rs from the same storage options (keys
-    as delta-rs spells them, any case); what they leave out comes from the environment."""
-    options = {key.lower(): value for key, value in storage_options.items()}
+    """A pyarrow S3 filesystem configured like delta-rs: from the storage options (keys as
+    delta-rs spells them, any case), then the AWS_* environment variables."""
+    options = {key.lower(): value for key, value in os.environ.items() if key.startswith("AWS_")}
+    options.update((key.lower(), value) for key, value in storage_options.items())
 
     def option(*names: str) -> str | None:
         return next((options[name] for name in names if name in options), None)

@@ -51,7 +51,10 @@ def test_two_servers_append_to_one_s3_table(s3: S3Server, tmp_path: Path) -> Non
                     warehouse_uri=warehouse,
                 )
             )
-        assert servers[0].ops.get("/readyz").status_code == 200
+        deadline = time.monotonic() + 30
+        while servers[0].ops.get("/readyz").status_code != 200:  # the first probe may still run
+            assert time.monotonic() < deadline, servers[0].ops.get("/readyz").text
+            time.sleep(0.05)
         load = Load([s.url for s in servers], clients=8, records=10, max_requests=8).start()
         result = load.join()
     finally:

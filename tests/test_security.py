@@ -308,6 +308,15 @@ def test_operator_endpoints_are_only_on_the_ops_listener(start_server: Callable[
     assert "/readyz and /metrics: off" in off.log()
 
 
+def test_ops_listener_with_workers(start_server: Callable[..., Server]) -> None:
+    """Worker processes share both listeners."""
+    server = start_server("--workers", "2", "--create-tables", "main.telemetry.claude")
+    wait_for(lambda: server.ops.get("/readyz").status_code == 200, "/readyz")
+    assert server.client.get("/readyz").status_code == 404
+    assert server.post("/v1/logs", logs_body(), headers()).status_code == 200
+    assert "otel_ingest_requests_total" in server.ops.get("/metrics").text
+
+
 def test_shared_ops_port(tmp_path: Path) -> None:
     """--ops-port equal to --port: one listener serves exports and the ops endpoints."""
     port = free_port()
