@@ -141,7 +141,7 @@ def storage(warehouse: Path) -> Storage:
 def commit_totals(server: Server) -> tuple[float, float]:
     """(seconds, commits) summed over every table, from the server's /metrics."""
     seconds = count = 0.0
-    for family in text_string_to_metric_families(server.client.get("/metrics").text):
+    for family in text_string_to_metric_families(server.ops.get("/metrics").text):
         for sample in family.samples:
             if sample.name == "otel_ingest_commit_seconds_sum":
                 seconds += sample.value

@@ -206,7 +206,7 @@ def test_nginx_sends_each_table_to_one_replica(tmp_path: Path, nginx_binary: str
     writers: dict[str, list[tuple[int, float]]] = {name: [] for name in [*TABLES, DEFAULT_TABLE]}
     retries = 0.0
     for index, replica in enumerate(replicas):
-        text = replica.client.get("/metrics").text
+        text = replica.ops.get("/metrics").text
         for name, rows in _metric(text, "otel_ingest_rows_written_total").items():
             writers[name].append((index, rows))
         retries += sum(_metric(text, "otel_ingest_commit_retries_total").values())
@@ -254,12 +254,14 @@ def test_kubernetes_example_routes_each_table_to_one_pod() -> None:
     (container,) = pod["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    assert {"name": "ops", "containerPort": 9318, "protocol": "TCP"} in container["ports"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["ports"][0]["containerPort"] == 4318
     assert pod["terminationGracePeriodSeconds"] > 30  # the server drains for up to 30 s
     # Every OTEL_INGEST_* variable is a real setting, and the token file is where it is mounted.
     known = {option.env for option in OPTIONS}
+    assert env["OTEL_INGEST_OPS_HOST"] == "0.0.0.0"  # the kubelet probes /readyz from outside the pod
     assert {name for name in env if name.startswith("OTEL_INGEST_")} <= known
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert Path(env["OTEL_INGEST_TOKENS"]).parent == Path(mounts["tokens"])

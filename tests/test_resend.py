@@ -170,7 +170,7 @@ def test_exporters_resending_through_a_storage_hang_store_each_record_once(
         proxy.flowing.set()
         runner.join(400)
         assert not runner.is_alive()
-        metrics = server.client.get("/metrics").text
+        metrics = server.ops.get("/metrics").text
     finally:
         server.stop()
         proxy.close()

@@ -283,10 +283,13 @@ def create_dashboard_app(settings: DashboardSettings) -> Starlette:
                 await asyncio.to_thread(dashboard.refresh)
 
         task = asyncio.create_task(loop())
+        # The token file is re-read off the event loop by this task (otel_ingest.auth).
+        watcher = asyncio.create_task(dashboard.auth.watch())
         try:
             yield
         finally:
             task.cancel()
+            watcher.cancel()
 
     app = Starlette(
         routes=[
