@@ -396,10 +396,16 @@ class Gateway:
             if name.lower() not in _HOP_BY_HOP or (name.lower() == "content-length" and not tap_changes(tap))
         ]
         headers.append(("x-gateway-request-id", call.request_id))
-        response = StreamingResponse(
-            self._relay(request, call, target, endpoint, upstream, tap, key, sampled),
-            status_code=upstream.status_code,
-        )
+        relay = self._relay(request, call, target, endpoint, upstream, tap, key, sampled)
+
+        async def abandoned() -> None:
+            # The client left before the first byte was relayed: the generator never ran.
+            call.status, call.error = 499, "client disconnected; the upstream call was cancelled"
+            with anyio.CancelScope(shield=True):
+                await upstream.aclose()
+            self._finish(request, call, None)
+
+        response = RelayResponse(relay, abandoned, status_code=upstream.status_code)
         response.raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         return response
 
@@ -583,6 +589,30 @@ class Gateway:
             (time.perf_counter() - call.started) * 1000,
             f" error={call.error!r}" if call.error else "",
         )
+
+
+class RelayResponse(StreamingResponse):
+    """A streamed relay that still closes the upstream response and records the call when
+    the client hangs up before the first chunk (then the body generator never starts)."""
+
+    def __init__(self, content: AsyncIterator[bytes], abandoned: Any, status_code: int) -> None:
+        super().__init__(content, status_code=status_code)
+        self.abandoned = abandoned
+        self.started = False
+
+        async def watched() -> AsyncIterator[bytes]:
+            self.started = True
+            async for chunk in content:
+                yield chunk
+
+        self.body_iterator = watched()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.started:
+                await self.abandoned()
 
 
 def tap_changes(tap: Tap) -> bool:
