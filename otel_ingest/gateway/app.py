@@ -258,7 +258,12 @@ class Gateway:
             call.status, call.error = 499, "client closed the connection while sending the request"
             self._finish(request, call, None)
             return Response(b"", status_code=499)
-        except GatewayError as error:
+        except Exception as unexpected:  # a gateway bug: still a provider-shaped 500, and logged
+            if isinstance(unexpected, GatewayError):
+                error = unexpected
+            else:
+                log.exception("Unexpected error in gateway call %s.", call.request_id)
+                error = GatewayError(f"Internal gateway error (request {call.request_id}); see the gateway log.")
             call.status, call.error = error.status, str(error)
             self._finish(request, call, None)
             dialect = call.target.dialect if call.target else dialect_of(request.url.path)
