@@ -26,7 +26,11 @@ from support import Server, free_port, load_captures
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
     "--disable-sync",
 ]
 RUNS = ("cc_hello", "cc_tool", "gemini_hello", "codex_hello")
@@ -42,8 +46,17 @@ class Dashboard:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = warehouse.parent / f"dashboard-{self.port}.log"
         self._log = self.log_path.open("wb")
-        command = [sys.executable, "-m", "otel_ingest", "dashboard", "--port", str(self.port),
-                   "--warehouse", str(warehouse), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "otel_ingest",
+            "dashboard",
+            "--port",
+            str(self.port),
+            "--warehouse",
+            str(warehouse),
+            *args,
+        ]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -114,8 +127,9 @@ def _shown_totals(page: Any) -> dict[str, str]:
     return values
 
 
-def test_page_shows_the_apis_numbers_filters_and_csv(open_dashboard: Dashboard, browser: Any, tmp_path: Path,
-                                                      warehouse: Path) -> None:
+def test_page_shows_the_apis_numbers_filters_and_csv(
+    open_dashboard: Dashboard, browser: Any, tmp_path: Path, warehouse: Path
+) -> None:
     page = browser.new_page(accept_downloads=True)
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -130,11 +144,27 @@ def test_page_shows_the_apis_numbers_filters_and_csv(open_dashboard: Dashboard, 
     assert api["totals"]["calls"] > 0
 
     # The same numbers as the report command.
-    report = json.loads(subprocess.run(
-        [sys.executable, "-m", "otel_ingest", "usage", "--json", "--by", "agent", "--since", SINCE,
-         "--warehouse", str(warehouse), "--no-refresh"],
-        capture_output=True, text=True, check=True,
-    ).stdout)
+    report = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "otel_ingest",
+                "usage",
+                "--json",
+                "--by",
+                "agent",
+                "--since",
+                SINCE,
+                "--warehouse",
+                str(warehouse),
+                "--no-refresh",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert sum(r["calls"] for r in report) == api["totals"]["calls"]
     assert {r["agent"]: r["input_tokens"] for r in report} == {r["agent"]: r["input_tokens"] for r in api["by_agent"]}
     rows = page.eval_on_selector_all("table[data-table=by_agent] tr", "trs => trs.length")
@@ -163,7 +193,9 @@ def test_page_shows_the_apis_numbers_filters_and_csv(open_dashboard: Dashboard, 
 def test_sign_in_required_with_tokens_and_read_grants(warehouse: Path, browser: Any, tmp_path: Path) -> None:
     refused = subprocess.run(
         [sys.executable, "-m", "otel_ingest", "dashboard", "--host", "0.0.0.0", "--warehouse", str(warehouse)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode == 2 and "without --tokens" in refused.stderr
     tokens = tmp_path / "tokens.toml"
@@ -178,8 +210,9 @@ def test_sign_in_required_with_tokens_and_read_grants(warehouse: Path, browser: 
         url = dashboard.url
         assert httpx.get(f"{url}/api/summary").status_code == 401
         assert httpx.get(f"{url}/api/summary", headers={"authorization": f"Bearer {WRITER_TOKEN}"}).status_code == 403
-        mine = httpx.get(f"{url}/api/summary", params={"since": SINCE},
-                         headers={"authorization": f"Bearer {CLAUDE_READER_TOKEN}"}).json()
+        mine = httpx.get(
+            f"{url}/api/summary", params={"since": SINCE}, headers={"authorization": f"Bearer {CLAUDE_READER_TOKEN}"}
+        ).json()
         assert [r["agent"] for r in mine["by_agent"]] == ["claude-code"]
         assert mine["filters"]["table_set"] == ["main.telemetry.claude"]
 
@@ -195,8 +228,9 @@ def test_sign_in_required_with_tokens_and_read_grants(warehouse: Path, browser: 
         _wait_loaded(page)
         (cookie,) = context.cookies()
         assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
-        all_agents = httpx.get(f"{url}/api/summary", params={"since": SINCE},
-                               headers={"authorization": f"Bearer {READER_TOKEN}"}).json()
+        all_agents = httpx.get(
+            f"{url}/api/summary", params={"since": SINCE}, headers={"authorization": f"Bearer {READER_TOKEN}"}
+        ).json()
         assert _shown_totals(page)["calls"] == str(all_agents["totals"]["calls"])
         context.close()
     finally:

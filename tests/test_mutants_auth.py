@@ -244,3 +244,25 @@ def test_the_token_file_is_re_read_only_by_reload_and_only_when_changed(
     assert authenticator.authenticate(f"Bearer {TOKEN}").name == "new"
     asyncio.run(authenticator.reload())
     assert caplog.text.count("Reloaded") == 1
+
+
+def test_without_a_token_file_everyone_is_anonymous_and_unlimited() -> None:
+    authenticator = Authenticator(None)
+    for header in (None, "", "Bearer whatever-token-at-all"):
+        principal = authenticator.authenticate(header)
+        assert principal.name == "anonymous"
+        assert principal.may_write(TableName.parse("any.schema.table"))
+        for _ in range(1000):
+            Authenticator.admit(principal)
+            Authenticator.admit(principal, 10**9)
+
+
+def test_a_missing_or_malformed_header_is_unauthorized(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+    authenticator = Authenticator(str(path))
+    for header in (None, "", "Basic abc", "Bearer "):
+        with pytest.raises(Unauthorized, match="no bearer token"):
+            authenticator.authenticate(header)
+    with pytest.raises(Unauthorized, match="not valid"):
+        authenticator.authenticate("Bearer wrong-token-of-some-length")

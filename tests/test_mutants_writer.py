@@ -75,6 +75,8 @@ def test_close_commits_what_is_still_queued(tmp_path: Path) -> None:
         queued = [asyncio.create_task(writer.append(rows(f"queued-{n}"), 10)) for n in range(3)]
         await _until_queued(queued)
         await asyncio.wait_for(writer.close(), 30)
+        # close() returns once everything is committed, not merely asked for.
+        assert stored(writer.location) == ["first", "queued-0", "queued-1", "queued-2"]
         versions = await asyncio.wait_for(asyncio.gather(*queued), 5)
         return versions, writer.location
 
@@ -181,3 +183,21 @@ def test_table_object_is_reopened_every_reopen_every_versions(tmp_path: Path) ->
     assert reopened == [REOPEN_EVERY]
     assert table.version() == REOPEN_EVERY + 1
     assert pl.read_delta(location).height == REOPEN_EVERY + 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "size"),
+    [(CommitPolicy(max_rows=6, max_delay=60), 1), (CommitPolicy(max_bytes=200, max_delay=60), 100)],
+    ids=["max_rows", "max_bytes"],
+)
+def test_a_queue_exactly_at_the_limit_commits_at_once(tmp_path: Path, policy: CommitPolicy, size: int) -> None:
+    async def scenario() -> str:
+        writer = open_writer(tmp_path, policy)
+        await writer.append(rows("a"), 1)
+        queued = [asyncio.create_task(writer.append(rows(f"{n}-0", f"{n}-1", f"{n}-2"), size)) for n in range(2)]
+        await _until_queued(queued)
+        await asyncio.wait_for(asyncio.gather(*queued), 30)  # 6 rows / 200 bytes: full, long before 60 s
+        await writer.close()
+        return writer.location
+
+    assert appends(asyncio.run(scenario())) == [1, 6]

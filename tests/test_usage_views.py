@@ -52,7 +52,9 @@ def _views(catalog: str, schema: str, prefix: str) -> list[str]:
 def _report(warehouse: Path) -> dict[tuple[str, str], dict[str, Any]]:
     out = subprocess.run(
         [sys.executable, "-m", "otel_ingest", "usage", "--json", "--by", "agent,model", "--warehouse", str(warehouse)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return {(r["agent"], r["model"]): {c: r[c] for c in SUMS} for r in json.loads(out)}
 
@@ -106,7 +108,9 @@ def test_views_in_spark_sql_equal_the_report(warehouse: Path, tmp_path: Path) ->
         spark.sql("CREATE DATABASE IF NOT EXISTS spark_catalog.telemetry")
         for prefix in PREFIXES:
             for signal in SIGNALS:
-                files = deltalake.DeltaTable(str(warehouse / "main" / "telemetry" / f"{prefix}_otel_{signal}")).file_uris()
+                files = deltalake.DeltaTable(
+                    str(warehouse / "main" / "telemetry" / f"{prefix}_otel_{signal}")
+                ).file_uris()
                 spark.read.parquet(*files).write.mode("overwrite").saveAsTable(
                     f"spark_catalog.telemetry.{prefix}_otel_{signal}"
                 )
