@@ -127,6 +127,7 @@ def test_a_broken_reload_keeps_the_principals(tmp_path: Path, monkeypatch: pytes
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert TokenBucket(rate=1, capacity=3).wait_for(3) == 0.0  # "0: it may be taken now"
+    assert TokenBucket(rate=1, capacity=3).wait_for(1) == 0.0  # 0, not "2 s ago"
     principal = Principal(name="p", token_sha256=b"", tables=("*",), requests_per_second=2, burst_seconds=1.5)
     assert principal.requests is not None and principal.requests.capacity == 3
     for _ in range(3):

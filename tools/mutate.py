@@ -463,11 +463,10 @@ def main() -> int:
             if status == "no tests":
                 print(f"The tests {args.tests} select nothing.")
                 return 2
-            if status == "survived":
-                print(
-                    f"SURVIVED {mutant.id:4} {args.module}:{mutant.line} {mutant.function}: {mutant.description}",
-                    flush=True,
-                )
+            print(
+                f"{status.upper():8} {mutant.id:4} {args.module}:{mutant.line} {mutant.function}: {mutant.description}",
+                flush=True,
+            )
         sandbox.write(args.module, source)
     finally:
         sandbox.close()
