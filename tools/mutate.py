@@ -329,8 +329,8 @@ SEEDED: list[tuple[str, str, str, str, list[str]]] = [
     (
         "zstd limit doubled",
         "otel_ingest/wire.py",
-        'if len(out) > limit:\n            raise _too_large(limit, "after decompression")\n        if decompressor',
-        'if len(out) > 2 * limit:\n            raise _too_large(limit, "after decompression")\n        if decompressor',
+        'if size > limit:\n            raise _too_large(limit, "after decompression")\n        if decompressor',
+        'if size > 2 * limit:\n            raise _too_large(limit, "after decompression")\n        if decompressor',
         ["tests/test_mutants_wire.py", "-k", "exactly_at_the_limit"],
     ),
     (
