@@ -194,7 +194,9 @@ class Ingest:
                 if known is None:
                     # What the rows may take: the native decoder hands a body past it to the
                     # Python path, which charges and refuses it as below (413 or 503).
-                    free = services.budget.limit - services.budget.used
+                    # Bounded by 16x the body too: rows past that (a large resource copied into
+                    # every row) are left to the Python path, which refuses them before building.
+                    free = min(services.budget.limit - services.budget.used, 16 * size + (8 << 20))
                     flattened, encoding = await asyncio.to_thread(decode.decode, self.signal, body, encoding, free)
                     reply = Reply(flattened.rows, flattened.rejected, flattened.first_error, encoding)
                     del raw, body
