@@ -45,7 +45,15 @@ def _buffered_bytes(server: Server) -> float:
 
 def test_a_large_json_request_does_not_hold_other_requests(start_server: Callable[..., Server]) -> None:
     # The reference decoder: slow enough on this body that "still in flight" is certain.
-    server = start_server("--create-tables", "main.telemetry.claude", env={"OTEL_INGEST_DECODER": "python"})
+    server = start_server(
+        # No commit deadline: on a loaded machine the large body may take longer than the default
+        # 8 s to decode, and the 503 + resend path it would take is tested in test_resend.py.
+        "--create-tables",
+        "main.telemetry.claude",
+        "--commit-deadline",
+        "0",
+        env={"OTEL_INGEST_DECODER": "python"},
+    )
     body = _large_json_logs(4000)
     small = json.dumps(json.loads(_large_json_logs(2))).encode()
     big_answer: list[httpx.Response] = []
