@@ -145,7 +145,9 @@ def test_back_pressure_bounds_memory(start_server: Callable[..., Server]) -> Non
 
 def test_sigterm_answers_requests_in_flight(start_server: Callable[..., Server]) -> None:
     """Requests waiting for their commit when SIGTERM arrives are committed and answered 200."""
-    server = start_server("--create-tables", PREFIX, "--commit-max-delay", "10")
+    # No commit deadline: the eight requests wait up to 10 s for their commit by design, and on a
+    # loaded machine the default 8 s deadline would answer them 503 before SIGTERM arrives.
+    server = start_server("--create-tables", PREFIX, "--commit-max-delay", "10", "--commit-deadline", "0")
     # The first commit of an idle table goes at once; it starts the 10 s commit interval
     # (long enough for eight requests to arrive on a loaded machine: they must all be held).
     first = Load([server.url], clients=1, records=10, max_requests=1, tag="first").start().join()
