@@ -130,12 +130,18 @@ def _reply_text(document: Any) -> str:
     return "Hello from the fake provider. DONE"
 
 
+async def _hang() -> None:
+    """Never answer: wait on an event nobody sets, until the gateway gives up and the
+    connection's task is cancelled (an upstream that hangs, not one that is merely slow)."""
+    await asyncio.Event().wait()
+
+
 async def _emit(events: list[bytes], behaviour: str) -> AsyncIterator[bytes]:
     try:
         for index, event in enumerate(events):
             if behaviour in ("reset", "stall") and index == 2:
                 if behaviour == "stall":
-                    await asyncio.sleep(3600)
+                    await _hang()
                 raise ConnectionResetError("fake provider resets the stream")
             if behaviour == "slow":
                 await asyncio.sleep(0.05)
@@ -522,7 +528,7 @@ async def handle(request: Request) -> Response:
     if behaviour == "fail500":
         return _error(provider, 500, "The fake provider failed.")
     if behaviour == "hang":
-        await asyncio.sleep(3600)
+        await _hang()
     if path == "/v1/messages/count_tokens":
         return JSONResponse({"input_tokens": 42})
     if path == "/v1/messages":
