@@ -267,3 +267,100 @@ def test_a_missing_or_malformed_header_is_unauthorized(tmp_path: Path) -> None:
             authenticator.authenticate(header)
     with pytest.raises(Unauthorized, match="not valid"):
         authenticator.authenticate("Bearer wrong-token-of-some-length")
+
+
+# The token file's validation (auth._principal, load_token_file): every rule, in process.
+# Each refused entry names the file, the entry and what to fix; each rule has an entry
+# just inside it that must load.
+
+GOOD = f'name = "p"\ntoken = "{TOKEN}"\ntables = ["*"]\n'
+DIGEST = "ab" * 32
+
+
+def _load(tmp_path: Path, text: str) -> list[Principal]:
+    path = tmp_path / "tokens.toml"
+    path.write_text(text)
+    return auth.load_token_file(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("principals = [1]\n", "principals[0] must be a table"),
+        ("not toml [[[", "is not valid TOML"),
+        ('[[principals]]\ntoken = "0123456789abcdef"\ntables = ["*"]\n', "principals[0] needs a name"),
+        ('[[principals]]\nname = ""\ntoken = "0123456789abcdef"\ntables = ["*"]\n', "principals[0] needs a name"),
+        ('[[principals]]\nname = 7\ntoken = "0123456789abcdef"\ntables = ["*"]\n', "principals[0] needs a name"),
+        ('[[principals]]\nname = "p"\ntables = ["*"]\n', "'p' needs exactly one of token or token_sha256"),
+        (f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntoken_sha256 = "{DIGEST}"\ntables = ["*"]\n', "exactly one"),
+        ('[[principals]]\nname = "p"\ntoken = "0123456789abcde"\ntables = ["*"]\n', "at least 16 characters"),
+        ('[[principals]]\nname = "p"\ntoken = 1234567890123456789\ntables = ["*"]\n', "at least 16 characters"),
+        (f'[[principals]]\nname = "p"\ntoken_sha256 = "{DIGEST[:-2]}"\ntables = ["*"]\n', "64 hex digits"),
+        (f'[[principals]]\nname = "p"\ntoken_sha256 = "{DIGEST}ab"\ntables = ["*"]\n', "64 hex digits"),
+        (f'[[principals]]\nname = "p"\ntoken_sha256 = "{"zz" * 32}"\ntables = ["*"]\n', "64 hex digits"),
+        ('[[principals]]\nname = "p"\ntoken_sha256 = 5\ntables = ["*"]\n', "64 hex digits"),
+        (f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\n', "tables must be a list"),
+        (f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = "*"\n', "tables must be a list"),
+        (f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = [""]\n', "tables must be a list"),
+        (f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = ["*", 3]\n', "tables must be a list"),
+        (f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\ntables = ["*", ""]\n', "tables must be a list"),
+        (f"[[principals]]\n{GOOD}requests_per_second = 0\n", "requests_per_second must be a positive finite"),
+        (f"[[principals]]\n{GOOD}bytes_per_second = -5\n", "bytes_per_second must be a positive finite"),
+        (f"[[principals]]\n{GOOD}burst_seconds = nan\n", "burst_seconds must be a positive finite"),
+        (f"[[principals]]\n{GOOD}requests_per_second = inf\n", "requests_per_second must be a positive finite"),
+        (f"[[principals]]\n{GOOD}requests_per_second = true\n", "requests_per_second must be a positive finite"),
+        (f'[[principals]]\n{GOOD}requests_per_second = "5"\n', "requests_per_second must be a positive finite"),
+        (f"[[principals]]\n{GOOD}gateway = 5\n", "gateway must be a table"),
+        (f'[[principals]]\n{GOOD}read = "main.*"\n', "read must be a list"),
+        (f'[[principals]]\n{GOOD}read = [""]\n', "read must be a list"),
+        (f'[[principals]]\n{GOOD}read = ["main.*", 1]\n', "read must be a list"),
+        (f"[[principals]]\n{GOOD}rps = 1\n", "unknown keys ['rps']"),
+        ("x = 1\n", "must hold at least one [[principals]] entry"),
+        ("principals = []\n", "must hold at least one [[principals]] entry"),
+        ('principals = "p"\n', "must hold at least one [[principals]] entry"),
+        (
+            f'[[principals]]\n{GOOD}\n[[principals]]\nname = "p"\ntoken = "{OTHER}"\ntables = ["*"]\n',
+            "names a principal twice",
+        ),
+        (
+            f'[[principals]]\n{GOOD}\n[[principals]]\nname = "q"\ntoken = "{TOKEN}"\ntables = ["*"]\n',
+            "'p' and 'q' share a token",
+        ),
+    ],
+)
+def test_a_token_file_breaking_a_rule_is_refused_naming_it(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(auth.TokenFileError) as refused:
+        _load(tmp_path, text)
+    assert fragment in str(refused.value)
+    assert str(tmp_path / "tokens.toml") in str(refused.value)
+
+
+def test_every_key_of_a_token_file_is_loaded(tmp_path: Path) -> None:
+    principals = _load(
+        tmp_path,
+        f'[[principals]]\nname = "full"\ntoken = "{TOKEN[:16]}"\ntables = ["Main.Telemetry.*", "dev.x.y"]\n'
+        'requests_per_second = 0.5\nbytes_per_second = 1000\nburst_seconds = 3\nread = ["MAIN.*"]\n'
+        '[principals.gateway]\nendpoints = ["chat"]\n\n'
+        f'[[principals]]\nname = "hashed"\ntoken_sha256 = "{DIGEST.upper()}"\ntables = ["*"]\n\n'
+        '[[principals]]\nname = "reader"\ntoken_sha256 = "' + "cd" * 32 + '"\nread = ["*"]\n',
+    )
+    full, hashed, reader = principals
+    fields = ("name", "token_sha256", "tables", "requests_per_second", "bytes_per_second", "burst_seconds", "read")
+    assert [getattr(full, f) for f in fields] == [
+        "full",
+        auth._digest(TOKEN[:16]),
+        ("main.telemetry.*", "dev.x.y"),
+        0.5,
+        1000.0,
+        3.0,
+        ("main.*",),
+    ]
+    assert full.gateway == {"endpoints": ["chat"]}
+    assert full.requests is not None and full.requests.capacity == 1.5
+    assert full.bytes is not None and full.bytes.capacity == 3000
+    assert hashed.token_sha256 == bytes.fromhex(DIGEST)
+    assert (hashed.requests_per_second, hashed.bytes_per_second, hashed.burst_seconds) == (None, None, 2.0)
+    assert (hashed.gateway, hashed.read, hashed.requests, hashed.bytes) == (None, (), None, None)
+    assert (reader.tables, reader.read) == ((), ("*",))  # read-only: no write grants needed
+    authenticator = Authenticator(str(tmp_path / "tokens.toml"))
+    assert authenticator.authenticate(f"Bearer {TOKEN[:16]}").name == "full"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import tracemalloc
 import zlib
@@ -17,10 +18,15 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import zstandard
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
 
 from otel_ingest import wire
 from otel_ingest.budget import MemoryBudget
 from otel_ingest.errors import DecodeError, PayloadTooLarge, RequestTimeout, Unavailable, UnsupportedMediaType
+from otel_ingest.schema import Signal
 
 LIMIT = 100_000
 
@@ -222,3 +228,91 @@ def test_bodies_inflating_past_a_megabyte_come_out_whole(coding: str) -> None:
     for body in (repetitive, random_hex):
         assert len(body) > 2 * MIB
         assert wire.decompress(CODERS[coding](body), _header(coding), 64 * MIB) == body
+
+
+# Content types and message coding (wire.media_type, decode_request, encode_response,
+# encode_status), in process.
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [
+        ("application/x-protobuf", "protobuf"),
+        ("application/protobuf", "protobuf"),
+        ("application/json", "json"),
+        ("Application/JSON; charset=utf-8", "json"),
+        (" application/x-protobuf ;q=1", "protobuf"),
+    ],
+)
+def test_media_types_are_read_by_their_essence(content_type: str, encoding: str) -> None:
+    assert wire.media_type(content_type) == encoding
+
+
+@pytest.mark.parametrize(
+    ("content_type", "shown"),
+    [(None, "missing"), ("", "missing"), ("text/plain", "'text/plain'"), (";json", "';json'")],
+)
+def test_other_media_types_are_415_naming_what_to_send(content_type: str | None, shown: str) -> None:
+    with pytest.raises(UnsupportedMediaType, match=f"Content-Type {shown} is not supported; send application/x-pr"):
+        wire.media_type(content_type)
+
+
+def _logs_request(body: str = "hello") -> logs_service_pb2.ExportLogsServiceRequest:
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.body.string_value = body
+    return request
+
+
+def test_bodies_decode_in_the_encoding_they_really_have() -> None:
+    request = _logs_request()
+    as_json = json_format.MessageToJson(request).encode()
+    assert wire.decode_request("logs", request.SerializeToString(), "protobuf") == (request, "protobuf")
+    assert wire.decode_request("logs", as_json, "json") == (request, "json")
+    # Codex CLI sends JSON labelled protobuf, leading white space included.
+    assert wire.decode_request("logs", b" \n" + as_json, "protobuf") == (request, "json")
+    with pytest.raises(DecodeError, match=r"not valid JSON .*; send an OTLP/JSON ExportLogsServiceRequest"):
+        wire.decode_request("logs", request.SerializeToString(), "json")
+
+
+def test_protobuf_that_does_not_parse_is_400_saying_why() -> None:
+    with pytest.raises(
+        DecodeError, match=r"not a valid protobuf ExportLogsServiceRequest \(.*\); check that Content-Type"
+    ):
+        wire.decode_request("logs", b"\x0a\xff\xff\xff", "protobuf")
+    nested = common_pb2.AnyValue(string_value="x")
+    for _ in range(120):
+        outer = common_pb2.AnyValue()
+        outer.array_value.values.add().CopyFrom(nested)
+        nested = outer
+    deep = _logs_request()
+    deep.resource_logs[0].scope_logs[0].log_records[0].body.CopyFrom(nested)
+    with pytest.raises(DecodeError, match="nests messages more than 100 levels deep"):
+        wire.decode_request("logs", deep.SerializeToString(), "protobuf")
+    invalid = _logs_request("\u00e9\u00e9").SerializeToString().replace("\u00e9\u00e9".encode(), b"\xff\xfe\xff\xfe")
+    with pytest.raises(DecodeError, match="ExportLogsServiceRequest holds invalid UTF-8"):
+        wire.decode_request("logs", invalid, "protobuf")
+
+
+@pytest.mark.parametrize("signal", ["logs", "metrics", "traces"])
+def test_responses_carry_partial_success_only_when_something_was_rejected(signal: Signal) -> None:
+    field = wire.REJECTED_FIELDS[signal]
+    response = wire.RESPONSES[signal]
+    assert wire.encode_response(signal, 0, None, "protobuf") == b""
+    assert json.loads(wire.encode_response(signal, 0, None, "json")) == {}
+    decoded = response.FromString(wire.encode_response(signal, 3, "3 rejected; first: x", "protobuf"))
+    assert decoded.HasField("partial_success")
+    assert getattr(decoded.partial_success, field) == 3
+    assert decoded.partial_success.error_message == "3 rejected; first: x"
+    camel = "".join(part if i == 0 else part.title() for i, part in enumerate(field.split("_")))
+    assert json.loads(wire.encode_response(signal, 2, None, "json")) == {"partialSuccess": {camel: "2"}}
+    warning = response.FromString(wire.encode_response(signal, 0, "a warning", "protobuf"))
+    assert warning.HasField("partial_success")
+    assert (getattr(warning.partial_success, field), warning.partial_success.error_message) == (0, "a warning")
+
+
+def test_status_bodies_in_both_encodings() -> None:
+    assert status_pb2.Status.FromString(wire.encode_status(3, "bad body", "protobuf")) == status_pb2.Status(
+        code=3, message="bad body"
+    )
+    assert json.loads(wire.encode_status(8, "slow down", "json")) == {"code": 8, "message": "slow down"}
