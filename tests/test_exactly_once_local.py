@@ -326,3 +326,25 @@ def test_commit_metadata_names_the_writer_and_sequence(location: str) -> None:
         if '"txn"' in line
     ]
     assert [(t["appId"], t["version"]) for t in transactions] == [(app_id, 1), (app_id, 2)]
+
+
+def test_requests_nobody_awaits_any_more_leave_no_asyncio_error(location: str, backoff: Backoff) -> None:
+    """A request answered 503 at its deadline stops awaiting its commit. When that commit
+    then fails, asyncio must not report an exception "never retrieved" (its marker
+    ``_log_traceback`` stays set until someone reads the outcome); a withdrawn request's
+    cancelled outcome must not raise in a callback either."""
+    reported: list[str] = []
+
+    async def body(table_writer: TableWriter) -> bool:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(str(context.get("message"))))
+        failing = table_writer.submit(rows("a"), 10)
+        assert table_writer.submit(rows("b"), 10).withdraw()
+        await asyncio.wait([failing.done], timeout=60)  # waits without reading the outcome
+        assert failing.done.done() and not failing.done.cancelled()
+        await asyncio.sleep(0)  # done callbacks run on the next loop turn
+        return bool(failing.done._log_traceback)  # type: ignore[attr-defined]
+
+    assert run(location, body, then=Storage(location).refuse) is False
+    assert reported == []
+    assert backoff.delays == pytest.approx([0.1, 0.2, 0.4])  # the commit did fail

@@ -201,3 +201,27 @@ def test_a_queue_exactly_at_the_limit_commits_at_once(tmp_path: Path, policy: Co
         return writer.location
 
     assert appends(asyncio.run(scenario())) == [1, 6]
+
+
+def test_a_withdrawn_request_is_never_written(tmp_path: Path) -> None:
+    """A request answered before its commit (the deadline) takes its rows back out of
+    the queue; a request a commit already holds cannot be withdrawn."""
+
+    async def scenario() -> tuple[str, list[bool]]:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        first = writer.submit(rows("first"), 10)  # an idle table commits at once
+        await asyncio.wait_for(first.done, 30)
+        kept = writer.submit(rows("k-0", "k-1", "k-2"), 100)
+        gone = writer.submit(rows("g-0", "g-1"), 50)
+        assert (writer._queued_rows, writer._queued_bytes) == (5, 150)
+        outcomes = [gone.withdraw(), gone.done.cancelled(), gone.withdraw()]
+        # What is queued now decides when the queue is full: only the kept request.
+        assert (writer._queued_rows, writer._queued_bytes) == (3, 100)
+        await asyncio.wait_for(writer.close(), 30)
+        outcomes += [first.withdraw(), kept.withdraw(), kept.done.result() == 2]
+        return writer.location, outcomes
+
+    location, outcomes = asyncio.run(scenario())
+    assert outcomes == [True, True, False, False, False, True]
+    assert stored(location) == ["first", "k-0", "k-1", "k-2"]
+    assert appends(location) == [1, 3]
