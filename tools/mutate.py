@@ -13,7 +13,9 @@ is never touched and the tests (and the servers they start) import the mutant.
     python tools/mutate.py otel_ingest/wire.py -t tests/test_mutants_wire.py --function read_body
     python tools/mutate.py otel_ingest/wire.py -t ... --list          # the mutants, without running
     python tools/mutate.py otel_ingest/wire.py -t ... --only 12,40    # just these
+    python tools/mutate.py otel_ingest/writer.py -t tests/test_exactly_once_local.py -k lost  # pytest's -k
     python tools/mutate.py --seeded                                   # issue 10's seeded bugs
+    python tools/mutate.py --sweep writer-commit                      # a recorded sweep (SWEEPS)
 
 Exit status: 0 when no mutant survived, 1 otherwise, 2 when the tests fail unmutated.
 """
@@ -385,6 +387,30 @@ SEEDED: list[tuple[str, str, str, str, list[str]]] = [
 ]
 
 
+# The sweeps recorded in docs/testing.md: (module, functions mutated or None for all, the
+# fastest tests that kill its mutants). `--sweep NAME` runs one; `--sweep all` every one.
+SWEEPS: dict[str, tuple[str, str | None, list[str]]] = {
+    "budget": ("otel_ingest/budget.py", None, ["tests/test_mutants_budget.py"]),
+    "wire": ("otel_ingest/wire.py", None, ["tests/test_mutants_wire.py"]),
+    "auth": ("otel_ingest/auth.py", None, ["tests/test_mutants_auth.py"]),
+    "writer-queue": (
+        "otel_ingest/writer.py",
+        "submit,withdraw,close,_full,_wait_for_work,_take,_run,fresh_table",
+        [
+            "tests/test_mutants_writer.py",
+            "tests/test_exactly_once_local.py::test_requests_nobody_awaits_any_more_leave_no_asyncio_error",
+        ],
+    ),
+    "writer-commit": (
+        "otel_ingest/writer.py",
+        "_commit,_committed,_landed_version,_adapt",
+        ["tests/test_exactly_once_local.py"],
+    ),
+    "flatten-common": ("otel_ingest/flatten/common.py", None, ["tests/test_mutants_flatten.py"]),
+    "flatten-metrics": ("otel_ingest/flatten/metrics.py", None, ["tests/test_mutants_flatten.py"]),
+}
+
+
 def _reason(output: str) -> str:
     """The first assertion or error line of a pytest run, to show why a mutant was killed."""
     lines = [line[2:].strip() for line in output.splitlines() if line.startswith("E ")]
@@ -427,53 +453,76 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("module", nargs="?", help="e.g. otel_ingest/wire.py")
     parser.add_argument("-t", "--tests", action="append", default=[], help="pytest arguments (repeatable)")
+    parser.add_argument("-k", dest="keyword", help="pytest's -k expression, to run only the tests that kill fastest")
     parser.add_argument("--function", help="only mutate inside these functions/classes (comma-separated)")
     parser.add_argument("--only", help="only these mutant numbers (comma-separated)")
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--timeout", type=float, help="seconds per mutant [3× the unmutated run, at least 20]")
     parser.add_argument("--report", type=Path, help="write every outcome here as JSON")
     parser.add_argument("--seeded", action="store_true", help="run issue 10's seeded bugs instead")
+    parser.add_argument("--sweep", choices=[*SWEEPS, "all"], help="run a recorded sweep (module, functions, tests)")
     args = parser.parse_args()
     only = {int(n) for n in args.only.split(",")} if args.only else None
     if args.seeded:
         return run_seeded(args.timeout or 300, only)
+    if args.sweep:
+        status = 0
+        for name in SWEEPS if args.sweep == "all" else [args.sweep]:
+            module, functions, tests = SWEEPS[name]
+            print(f"== sweep {name}: {module} ({functions or 'all'}) against {' '.join(tests)}", flush=True)
+            report = args.report.with_name(f"{args.report.stem}-{name}.json") if args.report else None
+            status = max(status, run_mutants(module, functions, tests, only, args.list, args.timeout, report))
+        return status
     if not args.module or not args.tests:
-        parser.error("give a module and -t tests (or --seeded)")
-    source = (ROOT / args.module).read_text(encoding="utf-8")
-    found = list(mutants(source, args.function))
-    if args.list:
+        parser.error("give a module and -t tests (or --seeded, or --sweep)")
+    tests = [*args.tests, *(["-k", args.keyword] if args.keyword else [])]
+    return run_mutants(args.module, args.function, tests, only, args.list, args.timeout, args.report)
+
+
+def run_mutants(
+    module: str,
+    functions: str | None,
+    tests: list[str],
+    only: set[int] | None,
+    list_only: bool,
+    timeout_seconds: float | None,
+    report: Path | None,
+) -> int:
+    source = (ROOT / module).read_text(encoding="utf-8")
+    found = list(mutants(source, functions))
+    if list_only:
         for mutant, _ in found:
-            print(f"{mutant.id:4} {args.module}:{mutant.line} {mutant.function}: {mutant.description}")
+            print(f"{mutant.id:4} {module}:{mutant.line} {mutant.function}: {mutant.description}")
         return 0
     sandbox = Sandbox()
     outcomes: list[Outcome] = []
     try:
-        status, baseline, output = sandbox.run(args.tests, args.timeout or 600)
+        status, baseline, output = sandbox.run(tests, timeout_seconds or 600)
         if status != "survived":
             print(f"The tests fail without any mutant ({status}); fix them first.\n{output[-3000:]}")
             return 2
-        timeout = args.timeout or max(20.0, 3 * baseline)
-        print(f"{len(found)} mutants of {args.module}; unmutated tests pass in {baseline:.1f} s", flush=True)
+        timeout = timeout_seconds or max(20.0, 3 * baseline)
+        print(f"{len(found)} mutants of {module}; unmutated tests pass in {baseline:.1f} s", flush=True)
         for mutant, text in found:
             if only and mutant.id not in only:
                 continue
-            sandbox.write(args.module, text)
-            status, seconds, _ = sandbox.run(args.tests, timeout)
+            sandbox.write(module, text)
+            status, seconds, _ = sandbox.run(tests, timeout)
             outcomes.append(Outcome(mutant, status, seconds))
             if status == "no tests":
-                print(f"The tests {args.tests} select nothing.")
+                print(f"The tests {tests} select nothing.")
                 return 2
             print(
-                f"{status.upper():8} {mutant.id:4} {args.module}:{mutant.line} {mutant.function}: {mutant.description}",
+                f"{status.upper():8} {mutant.id:4} {module}:{mutant.line} {mutant.function}: {mutant.description}",
                 flush=True,
             )
-        sandbox.write(args.module, source)
+        sandbox.write(module, source)
     finally:
         sandbox.close()
     survivors = [o for o in outcomes if o.status == "survived"]
     print(f"{len(outcomes)} mutants run: {len(outcomes) - len(survivors)} killed, {len(survivors)} survived")
-    if args.report:
-        args.report.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    if report:
+        report.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     return 1 if survivors else 0
 
 
