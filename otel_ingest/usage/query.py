@@ -6,16 +6,18 @@ are the same by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from otel_ingest.usage import derive
+from otel_ingest.usage import derive, gateway
 from otel_ingest.usage.store import UsageStore
 
-# Where a (table set, agent, day) has several sources, the first one present counts.
-SOURCE_RANK = {"logs": 0, "gateway": 1, "spans": 2, "metrics": 3}
+# Where a (table set, agent, day) has several telemetry sources, the first one present
+# counts. The gateway's rows always count; the telemetry copies of its calls do not
+# (usage/gateway.py has the matching rule).
+SOURCE_RANK = {"logs": 0, "spans": 1, "metrics": 2}
 GROUP_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "table_set")
 SUMS = ("calls", *derive.TOKEN_COLUMNS)
 
@@ -75,9 +77,13 @@ class Usage:
 def select_sources(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(calls from the counting source, mismatches between logs and metrics)."""
     calls = calls.unique(subset=["fact_id"], keep="first")
-    ranked = calls.with_columns(pl.col("source").replace_strict(SOURCE_RANK, default=9).alias("_rank"))
+    gateway_calls = calls.filter(pl.col("source") == "gateway")
+    telemetry = calls.filter(pl.col("source") != "gateway")
+    ranked = telemetry.with_columns(pl.col("source").replace_strict(SOURCE_RANK, default=9).alias("_rank"))
     ranked = ranked.with_columns(pl.col("_rank").min().over("table_set", "agent", "day").alias("_best"))
     chosen = ranked.filter(pl.col("_rank") == pl.col("_best")).drop("_rank", "_best")
+    chosen, gateway_calls = gateway.deduplicate(gateway_calls, chosen)
+    chosen = pl.concat([chosen, gateway_calls], how="vertical_relaxed")
     totals = (
         calls.filter(pl.col("source").is_in(["logs", "metrics"]))
         .group_by("table_set", "agent", "day", "model", "source")
@@ -94,9 +100,13 @@ def select_sources(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def load(store: UsageStore, filters: Filters) -> Usage:
-    calls = filters.apply(store.scan("model_calls")).collect()
+    # The user filter applies after the sources are chosen: the gateway names a call's
+    # principal, the telemetry its own user id, and a call must be matched across both.
+    calls = replace(filters, users=()).apply(store.scan("model_calls")).collect()
     activity = filters.apply(store.scan("activity")).collect().unique(subset=["fact_id"], keep="first").sort("time")
     chosen, mismatches = select_sources(calls)
+    if filters.users:
+        chosen = chosen.filter(pl.col("user").is_in(list(filters.users)))
     return Usage(chosen, activity, mismatches)
 
 

@@ -12,23 +12,29 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 import deltalake
 import pyarrow.fs as pafs
 
 from otel_ingest.schema import SIGNALS, TABLE_SUFFIXES, Signal
 from otel_ingest.tables import TableName, Warehouse
+from otel_ingest.usage.gateway import is_usage_table
 
 # Derived tables live here, outside any catalog.schema.table that clients can name.
 DERIVED_FOLDER = "_otel_ingest"
 
 
+# The AI gateway's usage table is a source too (usage/gateway.py).
+GATEWAY: Literal["gateway"] = "gateway"
+
+
 @dataclass(frozen=True)
 class RawTable:
-    """One raw table of a table set."""
+    """One raw table of a table set, or a gateway usage table (its own table set)."""
 
     name: TableName
-    signal: Signal
+    signal: Signal | Literal["gateway"]
     table_set: str
 
     @property
@@ -70,8 +76,20 @@ def filesystem(warehouse: Warehouse) -> tuple[pafs.FileSystem, str]:
     return fs, root
 
 
+def _gateway_table(warehouse: Warehouse, name: TableName) -> RawTable | None:
+    """The table if the AI gateway writes its usage there (by its property and columns)."""
+    try:
+        delta = deltalake.DeltaTable(warehouse.location(name), storage_options=warehouse.storage_options)
+        columns = {field.name for field in delta.schema().fields}
+        configuration = dict(delta.metadata().configuration)
+    except Exception:  # not a readable Delta table: not ours to derive from
+        return None
+    return RawTable(name, GATEWAY, str(name)) if is_usage_table(configuration, columns) else None
+
+
 def discover(warehouse: Warehouse) -> list[RawTable]:
-    """Every ``catalog/schema/<prefix>_otel_{logs,metrics,spans}`` Delta table."""
+    """Every ``catalog/schema/<prefix>_otel_{logs,metrics,spans}`` Delta table, and every
+    usage table of the AI gateway."""
     fs, root = filesystem(warehouse)
     found: list[RawTable] = []
     try:
@@ -86,6 +104,16 @@ def discover(warehouse: Warehouse) -> list[RawTable]:
                 continue
             for table in fs.get_file_info(pafs.FileSelector(schema.path)):
                 if table.type != pafs.FileType.Directory:
+                    continue
+                if not any(table.base_name.endswith(TABLE_SUFFIXES[signal]) for signal in SIGNALS):
+                    if fs.get_file_info(f"{table.path}/_delta_log").type == pafs.FileType.Directory:
+                        try:
+                            other = TableName.parse(f"{catalog.base_name}.{schema.base_name}.{table.base_name}")
+                        except ValueError:
+                            continue
+                        gateway = _gateway_table(warehouse, other)
+                        if gateway is not None:
+                            found.append(gateway)
                     continue
                 for signal in SIGNALS:
                     suffix = TABLE_SUFFIXES[signal]

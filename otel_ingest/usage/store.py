@@ -23,8 +23,9 @@ import polars as pl
 
 from otel_ingest.tables import Warehouse
 from otel_ingest.usage import derive
+from otel_ingest.usage.gateway import from_gateway
 from otel_ingest.usage.pricing import MILLION, Pricer, Usage, catalog_price, catalog_rates
-from otel_ingest.usage.sources import Changes, RawTable, changes, derived_location, discover
+from otel_ingest.usage.sources import GATEWAY, Changes, RawTable, changes, derived_location, discover
 
 log = logging.getLogger("otel_ingest.usage")
 
@@ -172,6 +173,8 @@ class UsageStore:
                 calls, activity = derive.from_logs(raw, context)
             elif table.signal == "traces":
                 calls = derive.from_spans(raw, context)
+            elif table.signal == GATEWAY:
+                calls = from_gateway(raw, context)
             else:
                 previous = derive.empty(derive.POINTS)
                 if not found.full or found.since < 0:
