@@ -155,8 +155,10 @@ def _add_usage_commands(commands: Any) -> None:
     usage = commands.add_parser(
         "usage", help="coding-agent usage report: tokens and cost by day, agent, model, user, session"
     )
-    usage.add_argument("period", nargs="?", choices=["daily", "weekly", "monthly", "session"], default=None)
-    usage.add_argument("--by", default=None, help="group by any of agent,model,user,session,day,week,month,table_set")
+    usage.add_argument("period", nargs="?", choices=["daily", "weekly", "monthly", "session", "blocks"], default=None)
+    usage.add_argument(
+        "--by", default=None, help="group by any of agent,model,user,session,day,week,month,block,table_set"
+    )
     usage.add_argument("--since", default=None, help="from this date/time (2026-11-01, 2026-11-01T09:00, 7d)")
     usage.add_argument("--until", default=None, help="up to this date (inclusive) or time (exclusive)")
     usage.add_argument("--agent", action="append", default=[], help="only this agent (repeatable)")

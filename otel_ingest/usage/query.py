@@ -6,6 +6,7 @@ are the same by construction.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -18,7 +19,10 @@ from otel_ingest.usage.store import UsageStore
 # counts. The gateway's rows always count; the telemetry copies of its calls do not
 # (usage/gateway.py has the matching rule).
 SOURCE_RANK = {"logs": 0, "spans": 1, "metrics": 2}
-GROUP_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "table_set")
+GROUP_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "block", "table_set")
+# ccusage-style billing windows: a block starts at the hour of a person's first call and
+# lasts this long; the first call after it starts the next one.
+BLOCK_HOURS = 5
 SUMS = ("calls", *derive.TOKEN_COLUMNS)
 
 
@@ -118,6 +122,40 @@ def with_periods(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _block_starts(times: list[datetime]) -> list[datetime]:
+    """The start of each (sorted) time's 5-hour block."""
+    starts: list[datetime] = []
+    length = timedelta(hours=BLOCK_HOURS)
+    index = 0
+    while index < len(times):
+        start = times[index].replace(minute=0, second=0, microsecond=0)
+        end = start + length
+        following = bisect.bisect_left(times, end, lo=index)
+        starts.extend([start] * (following - index))
+        index = following
+    return starts
+
+
+def with_blocks(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add ``block`` (start, ISO) and ``block_end``: each person's 5-hour billing windows
+    (the windows of a subscription's usage limits are per account). A block starts at the
+    UTC hour of the first call after the previous block ended, as ccusage counts them."""
+    if not frame.height:
+        return frame.with_columns(pl.lit(None, pl.String).alias("block"), pl.lit(None, pl.String).alias("block_end"))
+    parts = []
+    for _, part in frame.sort("time").group_by("user", maintain_order=True):
+        starts = pl.Series("_start", _block_starts(part["time"].to_list()), dtype=derive.TIME)
+        parts.append(part.with_columns(starts))
+    return (
+        pl.concat(parts)
+        .with_columns(
+            pl.col("_start").dt.strftime("%Y-%m-%dT%H:%MZ").alias("block"),
+            (pl.col("_start") + pl.duration(hours=BLOCK_HOURS)).dt.strftime("%Y-%m-%dT%H:%MZ").alias("block_end"),
+        )
+        .drop("_start")
+    )
+
+
 def cost_source(sources: pl.Expr) -> pl.Expr:
     """A group's cost source: reported, estimated, mixed, or null when nothing is priced."""
     known = sources.drop_nulls().unique()
@@ -137,6 +175,8 @@ def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
         if calls.height
         else calls.with_columns(pl.lit(None, pl.String).alias("week"), pl.lit(None, pl.String).alias("month"))
     )
+    if "block" in by:
+        frame = with_blocks(frame)
     aggregations = [
         pl.col("calls").fill_null(0).sum().alias("calls"),
         *[pl.col(c).fill_null(0).sum().alias(c) for c in derive.TOKEN_COLUMNS],
@@ -144,6 +184,12 @@ def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
         cost_source(pl.col("cost_source")).alias("cost_source"),
         pl.col("cost_usd").is_null().sum().cast(pl.Int64).alias("unpriced_calls"),
     ]
+    if "block" in by:
+        aggregations += [
+            pl.col("block_end").first().alias("block_end"),
+            pl.col("time").min().alias("first_call"),
+            pl.col("time").max().alias("last_call"),
+        ]
     result = frame.group_by(by).agg(aggregations).sort(by, nulls_last=True) if by else frame.select(aggregations)
     return result
 

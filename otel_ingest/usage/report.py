@@ -13,8 +13,8 @@ import polars as pl
 from otel_ingest.usage import query
 from otel_ingest.usage.derive import TOKEN_COLUMNS
 
-PERIODS = {"daily": "day", "weekly": "week", "monthly": "month", "session": "session"}
-BY_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "table_set")
+PERIODS = {"daily": "day", "weekly": "week", "monthly": "month", "session": "session", "blocks": "block"}
+BY_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "block", "table_set")
 # The JSON contract: grouping keys, then these, in this order.
 FIELDS = (
     "calls",
@@ -55,6 +55,11 @@ def rows(usage: query.Usage, keys: list[str]) -> list[dict[str, Any]]:
         item.update({f: row[f] for f in FIELDS})
         item["cost_usd"] = None if cost is None or math.isnan(cost) else cost
         item["unpriced_calls"] = row["unpriced_calls"]
+        if "block" in keys:
+            # A block's end, and its first and last calls (ccusage's active/idle view).
+            item["block_end"] = row["block_end"]
+            item["first_call"] = row["first_call"].isoformat()
+            item["last_call"] = row["last_call"].isoformat()
         result.append(item)
     return result
 
@@ -65,7 +70,8 @@ def to_json(items: list[dict[str, Any]]) -> str:
 
 def to_csv(items: list[dict[str, Any]], keys: list[str]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*keys, *FIELDS, "unpriced_calls"], lineterminator="\n")
+    extra = ["block_end", "first_call", "last_call"] if "block" in keys else []
+    writer = csv.DictWriter(out, fieldnames=[*keys, *FIELDS, "unpriced_calls", *extra], lineterminator="\n")
     writer.writeheader()
     for item in items:
         writer.writerow({k: "" if v is None else v for k, v in item.items()})
