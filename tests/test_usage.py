@@ -168,6 +168,11 @@ def test_metrics_only_replay_gives_the_same_totals(metrics_only: Path, captures:
     usage = _usage(metrics_only)
     assert usage.calls["source"].unique().to_list() == ["metrics"]
     assert _totals(usage.calls) == _expected(captures)
+    # Claude Code's edit-tool decisions and Codex's requests have metrics too: the same
+    # counts as the events (tests/test_usage_fallback.py covers tool calls and errors).
+    decisions = usage.activity.filter(pl.col("kind") == "tool_decision")
+    assert decisions["value"].sum() == _event_counts(captures)[("claude-code", "tool_decision")] > 0
+    assert usage.activity.filter(pl.col("kind") == "api_error").height == 0  # no failed Codex/Gemini request
 
 
 def test_costs_reported_kept_and_estimated_with_genai_prices(replayed: Path, captures: list[Capture]) -> None:

@@ -480,7 +480,37 @@ ACTIVITY_METRICS: dict[str, str | dict[str, str]] = {
     "claude_code.pull_request.count": "pull_request",
     "claude_code.active_time.total": "active_seconds",
 }
-_METRIC_NAMES = [*TOKEN_METRICS, COST_METRIC, *ACTIVITY_METRICS]
+
+
+@dataclass(frozen=True)
+class EventMetric:
+    """A metric that counts what the agent's events also log: the fallback for tool
+    decisions, tool calls and API errors where the logs are absent (CLIENTS.md)."""
+
+    kind: str
+    tool: str | None = None  # attribute names
+    decision: str | None = None
+    success: str | None = None
+    status: str | None = None
+    errors_only: bool = False  # only points of failed requests (status not 2xx, success false)
+    per_event: float = 1.0  # how many the metric counts per event
+
+
+EVENT_METRICS = {
+    # Claude Code counts decisions on its edit tools (Write, Edit, ...), not tool results.
+    "claude_code.code_edit_tool.decision": EventMetric("tool_decision", tool="tool_name", decision="decision"),
+    "gemini_cli.tool.call.count": EventMetric(
+        "tool_call", tool="function_name", decision="decision", success="success"
+    ),
+    "codex.tool.call": EventMetric("tool_call", tool="tool", success="success"),
+    # Gemini CLI's request counter counts each failed call twice (CLIENTS.md).
+    "gemini_cli.api.request.count": EventMetric("api_error", status="status_code", errors_only=True, per_event=2.0),
+    "codex.api_request": EventMetric("api_error", status="status", success="success", errors_only=True),
+}
+# Activity kinds the event metrics stand in for: counted from metrics only where the
+# agent's logs are absent (query.select_activity).
+EVENT_KINDS = ("tool_decision", "tool_call", "api_error")
+_METRIC_NAMES = [*TOKEN_METRICS, COST_METRIC, *ACTIVITY_METRICS, *EVENT_METRICS]
 
 
 def _metric_points(raw: pl.DataFrame, context: Context) -> pl.DataFrame:
@@ -655,6 +685,7 @@ def _activity_from_metrics(points: pl.DataFrame, context: Context) -> pl.DataFra
         else:
             rows = rows.with_columns(pl.lit(kinds).alias("kind"))
         frames.append(rows.filter(pl.col("kind").is_not_null() & (pl.col("value") != 0)))
+    frames += _events_from_metrics(points)
     if not frames:
         return empty(ACTIVITY)
     activity = pl.concat(frames, how="diagonal_relaxed").with_columns(
@@ -667,6 +698,35 @@ def _activity_from_metrics(points: pl.DataFrame, context: Context) -> pl.DataFra
     )
     activity = activity.with_columns(_day(pl.col("time")).alias("day"))
     return _finish(activity, ACTIVITY)
+
+
+def _events_from_metrics(points: pl.DataFrame) -> list[pl.DataFrame]:
+    """Tool decisions, tool calls and API errors counted by metrics (EVENT_METRICS)."""
+    frames = []
+    for name, metric in EVENT_METRICS.items():
+        rows = points.filter(pl.col("name") == name)
+        if not rows.height:
+            continue
+        status = _get("a", metric.status) if metric.status else pl.lit(None, pl.String)
+        success = (
+            _get("a", metric.success).str.to_lowercase().is_in(["true", "1"])
+            if metric.success
+            else pl.lit(None, pl.Boolean)
+        )
+        rows = rows.with_columns(
+            pl.lit(metric.kind).alias("kind"),
+            (_get("a", metric.tool) if metric.tool else pl.lit(None, pl.String)).alias("tool"),
+            (_get("a", metric.decision) if metric.decision else pl.lit(None, pl.String)).alias("decision"),
+            status.alias("status_code"),
+            success.alias("success"),
+            # A histogram counts events in ``count``; a sum in its value.
+            (pl.coalesce(pl.col("count").cast(pl.Float64), pl.col("value")) / metric.per_event).alias("value"),
+        )
+        if metric.errors_only:
+            failed = ~pl.col("status_code").fill_null("200").str.starts_with("2") | ~pl.col("success").fill_null(True)
+            rows = rows.filter(failed).with_columns(pl.lit(False).alias("success"))
+        frames.append(rows.filter(pl.col("value") != 0))
+    return frames
 
 
 def from_metrics(

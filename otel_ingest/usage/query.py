@@ -103,11 +103,30 @@ def select_sources(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return chosen.sort("time"), mismatches
 
 
+def select_activity(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
+    """Tool decisions, tool calls and API errors from metrics count only for a (table set,
+    agent, day) without logs; where logs exist, the events are the source."""
+    fallback = (pl.col("source") == "metrics") & pl.col("kind").is_in(derive.EVENT_KINDS)
+    from_metrics = activity.filter(fallback)
+    if not from_metrics.height:
+        return activity
+    keys = ["table_set", "agent", "day"]
+    logged = pl.concat(
+        [
+            calls.filter(pl.col("source") == "logs").select(keys),
+            activity.filter(pl.col("source") == "logs").select(keys),
+        ]
+    ).unique()
+    kept = from_metrics.join(logged, on=keys, how="anti", nulls_equal=True)
+    return pl.concat([activity.filter(~fallback), kept]).sort("time")
+
+
 def load(store: UsageStore, filters: Filters) -> Usage:
     # The user filter applies after the sources are chosen: the gateway names a call's
     # principal, the telemetry its own user id, and a call must be matched across both.
     calls = replace(filters, users=()).apply(store.scan("model_calls")).collect()
     activity = filters.apply(store.scan("activity")).collect().unique(subset=["fact_id"], keep="first").sort("time")
+    activity = select_activity(activity, calls)
     chosen, mismatches = select_sources(calls)
     if filters.users:
         chosen = chosen.filter(pl.col("user").is_in(list(filters.users)))
