@@ -225,3 +225,21 @@ def test_a_withdrawn_request_is_never_written(tmp_path: Path) -> None:
     assert outcomes == [True, True, False, False, False, True]
     assert stored(location) == ["first", "k-0", "k-1", "k-2"]
     assert appends(location) == [1, 3]
+
+
+def test_a_busy_table_gathers_requests_until_its_interval(tmp_path: Path) -> None:
+    """After a commit, a request waits for the table's interval (60 s here), so the next
+    one joins its commit; here the second fills max_rows and both commit at once."""
+
+    async def scenario() -> list[int]:
+        writer = open_writer(tmp_path, CommitPolicy(max_rows=4, max_delay=60))
+        await writer.append(rows("first"), 10)  # an idle table commits at once
+        waiting = asyncio.create_task(writer.append(rows("a-0", "a-1"), 10))
+        for _ in range(10):  # the writer wakes for it and decides (no thread involved yet)
+            await asyncio.sleep(0)
+        filling = asyncio.create_task(writer.append(rows("b-0", "b-1"), 10))
+        versions = await asyncio.wait_for(asyncio.gather(waiting, filling), 30)
+        await writer.close()
+        return versions
+
+    assert asyncio.run(scenario()) == [2, 2]
