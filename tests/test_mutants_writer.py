@@ -243,3 +243,30 @@ def test_a_busy_table_gathers_requests_until_its_interval(tmp_path: Path) -> Non
         return versions
 
     assert asyncio.run(scenario()) == [2, 2]
+
+
+def test_a_writer_waiting_for_its_interval_does_not_spin(tmp_path: Path) -> None:
+    """While a request waits for the interval, the commit task sleeps until woken: it
+    does not re-check the queue on every turn of the event loop (a busy loop)."""
+
+    async def scenario() -> int:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        await writer.append(rows("first"), 10)  # the next request waits up to 60 s
+        checks = 0
+        full = writer._full
+
+        def counted() -> bool:
+            nonlocal checks
+            checks += 1
+            return full()
+
+        writer._full = counted  # type: ignore[method-assign]
+        waiting = asyncio.create_task(writer.append(rows("a"), 10))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        await asyncio.wait_for(writer.close(), 30)
+        assert await waiting == 2
+        return checks
+
+    assert asyncio.run(scenario()) == 1

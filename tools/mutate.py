@@ -446,6 +446,16 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ),
         ("for attempt in range(1, COMMIT_ATTEMPTS + ⟨1):", "read_version = self.table.version()", "`1` → `2`"),
         ("version = -⟨1", ")", "`1` → `2`"),
+        # asyncio.wait_for with a timeout <= 0 raises TimeoutError at once, which breaks the loop too.
+        ("⟨if remaining <= 0:", "remaining = deadline - time.monotonic()", "`if remaining <= 0` → `if False`"),
+        ("if ⟨remaining <= 0:", "remaining = deadline - time.monotonic()", "`<=` → `<` in `remaining <= 0`"),
+        # A commit's version is never 0 (version 0 creates the table).
+        (
+            "return version, max(0, version - read_version - 1) if ⟨version >= 0 else 0",
+            ")",
+            "`>=` → `>` in `version >= 0`",
+        ),
+        ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
         # "Version unknown": -1 or -2 alike, the request is answered 200 (nothing reads the number).
         (
             "return -⟨1",
