@@ -262,6 +262,32 @@ def test_a_landed_commit_is_found_after_the_store_was_unreadable_for_a_while(loc
     assert backoff.delays == pytest.approx([0.1, 0.1])  # the commit's back-off, then the check's
 
 
+def test_a_landed_commit_buried_under_other_writers_commits_is_still_answered_stored(
+    location: str, backoff: Backoff
+) -> None:
+    """The commit lands and raises; before the retry asks, other writers commit more than
+    LANDED_LOOKBACK times. The txn id still says "landed", so the rows are not written
+    again and the request succeeds; only the version is unknown (-1), and no interleaving
+    is reported for it (the delay does not grow)."""
+    storage = Storage(location)
+
+    def others_commit() -> None:
+        storage.healthy()
+        other = deltalake.DeltaTable(location)
+        for _ in range(writer.LANDED_LOOKBACK):
+            deltalake.write_deltalake(other, pa_rows("other"), mode="append")
+
+    async def body(table_writer: TableWriter) -> tuple[int, float]:
+        version = await asyncio.wait_for(table_writer.append(rows("mine"), 10), 60)
+        return version, table_writer.delay
+
+    storage.lose_answers()
+    backoff.steps = [others_commit]
+    assert run(location, body) == (-1, 0.05)
+    assert stored(location).count("mine") == 1
+    assert len(stored(location)) == 1 + writer.LANDED_LOOKBACK
+
+
 def test_an_outage_is_503_after_four_attempts_each_checked_four_times(location: str, backoff: Backoff) -> None:
     """Nothing can be read or written: every attempt after the first asks whether the
     previous one landed (four reads, doubling back-off), and so does the end; then 503."""

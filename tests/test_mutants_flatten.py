@@ -256,13 +256,16 @@ def test_log_rows_carry_their_own_resource_and_scope() -> None:
     ]
 
 
-def test_one_rejected_record_is_named_in_the_singular() -> None:
+def test_rejected_records_are_counted_in_singular_and_plural() -> None:
     request = ExportLogsServiceRequest()
     request.resource_logs.add().scope_logs.add().log_records.add(trace_id=b"x")
     flattened = flatten_logs(request)
     assert (flattened.rows, flattened.rejected) == (0, 1)
     assert flattened.first_error == "1 log record rejected; first: log record 1: trace_id must be 16 bytes, got 1"
     assert flatten_logs(ExportLogsServiceRequest()).first_error is None
+    request.resource_logs[0].scope_logs[0].log_records.add(span_id=b"y")
+    two = flatten_logs(request)
+    assert two.first_error == "2 log records rejected; first: log record 1: trace_id must be 16 bytes, got 1"
 
 
 def test_repeated_bytes_count_each_rows_resource_and_scope() -> None:

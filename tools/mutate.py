@@ -456,12 +456,6 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
             "`>=` → `>` in `version >= 0`",
         ),
         ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
-        # "Version unknown": -1 or -2 alike, the request is answered 200 (nothing reads the number).
-        (
-            "return -⟨1",
-            'log.warning("Could not read the history of %s to find commit %s.", self.name, marker, exc_info=True)',
-            "`1` → `2`",
-        ),
     },
 }
 
