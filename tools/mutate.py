@@ -457,6 +457,21 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ),
         ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
     },
+    "otel_ingest/flatten/common.py": {
+        # Every Flattened is built with its rejected count; the default is never used.
+        ("rejected: int = ⟨0", "columns: Columns", "`0` → `1`"),
+        # Set by enter_resource/enter_scope before any row is appended (scoped() enters both first).
+        *(
+            (f"self._current = [{', '.join('⟨0' if i == n else '0' for i in range(4))}]", before, "`0` → `1`")
+            for n, before in enumerate(["self.indices: dict[str, list[int]] = {name: [] for name in self.shared}"] * 4)
+        ),
+        *(
+            (f"self._context_bytes = [{', '.join('⟨0' if i == n else '0' for i in range(2))}]", before, "`0` → `1`")
+            for n, before in enumerate(
+                ["# The copies' size is counted so that the request can be charged for it up front."] * 2
+            )
+        ),
+    },
 }
 
 
