@@ -227,22 +227,48 @@ def test_a_withdrawn_request_is_never_written(tmp_path: Path) -> None:
     assert appends(location) == [1, 3]
 
 
-def test_a_busy_table_gathers_requests_until_its_interval(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("policy", "sizes"),
+    [(CommitPolicy(max_rows=4, max_delay=60), (1, 1, 1)), (CommitPolicy(max_bytes=40, max_delay=60), (30, 10, 30))],
+    ids=["max_rows", "max_bytes"],
+)
+def test_a_busy_table_gathers_requests_until_its_interval(
+    tmp_path: Path, policy: CommitPolicy, sizes: tuple[int, int, int]
+) -> None:
     """After a commit, a request waits for the table's interval (60 s here), so the next
-    one joins its commit; here the second fills max_rows and both commit at once."""
+    one joins its commit; here the second fills the limit and both commit at once. (What
+    the first commit took no longer counts towards the limit.)"""
 
     async def scenario() -> list[int]:
-        writer = open_writer(tmp_path, CommitPolicy(max_rows=4, max_delay=60))
-        await writer.append(rows("first"), 10)  # an idle table commits at once
-        waiting = asyncio.create_task(writer.append(rows("a-0", "a-1"), 10))
+        writer = open_writer(tmp_path, policy)
+        await writer.append(rows("f-0", "f-1", "f-2"), sizes[0])  # an idle table commits at once
+        waiting = asyncio.create_task(writer.append(rows("a"), sizes[1]))
         for _ in range(10):  # the writer wakes for it and decides (no thread involved yet)
             await asyncio.sleep(0)
-        filling = asyncio.create_task(writer.append(rows("b-0", "b-1"), 10))
+        filling = asyncio.create_task(writer.append(rows("b-0", "b-1", "b-2"), sizes[2]))
         versions = await asyncio.wait_for(asyncio.gather(waiting, filling), 30)
         await writer.close()
         return versions
 
     assert asyncio.run(scenario()) == [2, 2]
+
+
+def test_a_queue_emptied_by_withdrawals_commits_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> str:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        await writer.append(rows("first"), 10)
+        gone = writer.submit(rows("gone"), 10)
+        for _ in range(10):  # the writer is waiting for the interval, with one request queued
+            await asyncio.sleep(0)
+        assert gone.withdraw()
+        await asyncio.wait_for(writer.close(), 30)  # wakes the writer: nothing left to commit
+        assert writer._sequence == 1
+        return writer.location
+
+    location = asyncio.run(scenario())
+    assert "Unexpected error" not in caplog.text
+    assert appends(location) == [1]
+    assert stored(location) == ["first"]
 
 
 def test_a_writer_waiting_for_its_interval_does_not_spin(tmp_path: Path) -> None:

@@ -411,6 +411,7 @@ SWEEPS: dict[str, tuple[str, str | None, list[str]]] = {
         [
             "tests/test_mutants_writer.py",
             "tests/test_exactly_once_local.py::test_requests_nobody_awaits_any_more_leave_no_asyncio_error",
+            "tests/test_exactly_once_local.py::test_commit_metadata_names_the_writer_and_sequence",
         ],
     ),
     "writer-commit": (
@@ -456,6 +457,14 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
             "`>=` → `>` in `version >= 0`",
         ),
         ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
+    },
+    "otel_ingest/wire.py": {
+        # The text before the first ";" is the same however many times the rest is split.
+        (
+            'essence = (content_type or "").split(";", ⟨1)[0].strip().lower()',
+            '"""The body encoding named by a Content-Type header (parameters ignored)."""',
+            "`1` → `2`",
+        ),
     },
     "otel_ingest/flatten/common.py": {
         # Every Flattened is built with its rejected count; the default is never used.
