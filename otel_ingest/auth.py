@@ -33,6 +33,7 @@ import stat
 import time
 import tomllib
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,18 +242,27 @@ def bearer_token(authorization: str | None) -> str | None:
 class Authenticator:
     """Maps bearer tokens to principals; without a token file everyone is ``anonymous``."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, check: Callable[[list[Principal]], None] | None = None) -> None:
+        """``check`` validates what only the caller understands (the gateway's grants); it
+        raises TokenFileError, which refuses the file at start-up and on reload alike."""
         self.path = path
+        self.check = check
         self._by_digest: dict[bytes, Principal] = {}
         self._mtime: float | None = None
         if path is not None:
             self._mtime = os.stat(path).st_mtime
-            self._install(load_token_file(path))
+            self._install(self._load(path))
             log.info("Loaded %d principals from %s.", len(self._by_digest), path)
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
+
+    def _load(self, path: str) -> list[Principal]:
+        principals = load_token_file(path)
+        if self.check is not None:
+            self.check(principals)
+        return principals
 
     @property
     def principals(self) -> list[Principal]:
@@ -276,7 +286,7 @@ class Authenticator:
             return None
         self._mtime = mtime
         try:
-            principals = load_token_file(self.path)
+            principals = self._load(self.path)
         except TokenFileError as error:
             log.error("%s Keeping the %d principals loaded before.", error, count)
             return None

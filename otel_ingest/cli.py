@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("config", type=Path, metavar="CONFIG.toml", help="endpoints, tables and limits")
     gateway.add_argument("--host", default=None, help="address to listen on [default: the config's, 127.0.0.1]")
     gateway.add_argument("--port", type=int, default=None, help="port to listen on [default: the config's, 4000]")
+    gateway.add_argument(
+        "--ops-host", default=None, help="address of the ops listener (/metrics, /healthz) [default: 127.0.0.1]"
+    )
+    gateway.add_argument(
+        "--ops-port",
+        type=int,
+        default=None,
+        help="port of the ops listener; 0 = none, the same as --port = on the gateway port [default: 9400]",
+    )
     gateway.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
     sql = commands.add_parser("sql", help="run the CREATE TABLE statements of a SQL file (Databricks DDL)")
@@ -370,40 +379,51 @@ def _listen_advice(host_flag: str | None) -> str | None:
     return None
 
 
-def _gateway(config_path: Path, host: str | None, port: int | None, log_level: str) -> int:
-    import dataclasses
-
+def _gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from otel_ingest.config import is_loopback
     from otel_ingest.gateway.app import create_gateway_app
     from otel_ingest.gateway.config import GatewayConfigError, load_config
+    from otel_ingest.gateway.grants import check_grants
 
-    configure_logging(log_level)
+    configure_logging(args.log_level)
     try:
-        config = load_config(str(config_path))
-        config = dataclasses.replace(config, host=host or config.host, port=port or config.port)
+        config = load_config(str(args.config))
+        config = dataclasses.replace(
+            config,
+            host=args.host or config.host,
+            port=config.port if args.port is None else args.port,
+            ops_host=args.ops_host or config.ops_host,
+            ops_port=config.ops_port if args.ops_port is None else args.ops_port,
+        )
         if config.tokens is not None:
-            load_token_file(config.tokens)
-    except (GatewayConfigError, TokenFileError) as error:
+            check_grants(load_token_file(config.tokens), config.endpoints, config.tokens)
+        if config.tokens is None and not is_loopback(config.host):
+            raise GatewayConfigError(
+                f"refusing to serve {config.host} without a token file: anyone could spend "
+                "the provider keys. Set [gateway] tokens."
+            )
+        sockets = [_listen(config.host, config.port, "the gateway", "pass another --port")]
+        if config.ops_listener == "separate":
+            ops_hint = "pass another --ops-port, or 0 for none"
+            sockets.append(_listen(config.ops_host, config.ops_port, "the gateway's ops endpoints", ops_hint))
+    except (GatewayConfigError, TokenFileError, ConfigError) as error:
         print(f"otel-ingest gateway: {error}", file=sys.stderr)
         return 2
-    if config.tokens is None and not is_loopback(config.host):
-        print(
-            f"otel-ingest gateway: refusing to serve {config.host} without a token file: anyone could spend "
-            "the provider keys. Set [gateway] tokens.",
-            file=sys.stderr,
+    if config.ops_listener == "separate":
+        log.info("/metrics on http://%s:%d (--ops-host, --ops-port).", config.ops_host, config.ops_port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_gateway_app(config),
+            log_level=args.log_level,
+            # The gateway logs every call with its principal, endpoint and tokens instead.
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
         )
-        return 2
-    uvicorn.run(
-        create_gateway_app(config),
-        host=config.host,
-        port=config.port,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
     )
-    return 0
+    server.run(sockets=sockets)
+    return 0 if server.started else 3
 
 
 def _usage(settings: Settings, args: argparse.Namespace) -> int:
@@ -488,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tokens":
         return _tokens_new(args.name, args.tables)
     if args.command == "gateway":
-        return _gateway(args.config, args.host, args.port, args.log_level)
+        return _gateway(args)
     try:
         settings = Settings.from_sources(vars(args))
         configure_logging(settings.log_level)

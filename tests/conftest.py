@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from gateway_support import Fake
 
 from support import Server
 
@@ -21,3 +22,11 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
+    """The fake model providers (tests/fake_providers.py) in their own process, one per module."""
+    server = Fake(tmp_path_factory.mktemp("fake"))
+    yield server
+    server.stop()

@@ -8,14 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import polars as pl
 
-from support import free_port
+from support import free_port, wait_until
 
 HERE = Path(__file__).parent
 FAKE_KEY = "sk-fake-provider-key-0123456789abcdef"
@@ -44,18 +43,6 @@ tables = ["main.telemetry.*"]
 """
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 class Process:
     def __init__(self, command: list[str], log_path: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.port = port
@@ -65,16 +52,19 @@ class Process:
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
+        self.wait_listening(port)
+
+    def wait_listening(self, port: int) -> None:
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{command} exited {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.process.args} exited {self.process.returncode}:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
+                    return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{command} did not listen in time:\n{self.log()}") from None
+                    raise RuntimeError(f"{self.process.args} did not listen on {port} in time:\n{self.log()}") from None
                 time.sleep(0.05)
 
     def log(self) -> str:
@@ -154,7 +144,8 @@ cache_read = 0.5
 
 
 class GatewayProcess(Process):
-    """``python -m otel_ingest gateway CONFIG`` on a free port."""
+    """``python -m otel_ingest gateway CONFIG`` on a free port, its ops listener (/metrics)
+    on another."""
 
     def __init__(
         self,
@@ -164,18 +155,23 @@ class GatewayProcess(Process):
         principals: str = PRINCIPALS,
         env: dict[str, str] | None = None,
     ) -> None:
-        port = free_port()
+        port, self.ops_port = free_port(), free_port()
+        self.ops_url = f"http://127.0.0.1:{self.ops_port}"
         folder.mkdir(parents=True, exist_ok=True)
         self.warehouse = folder / "warehouse"
         (folder / "tokens.toml").write_text(principals)
         config = folder / f"gateway-{port}.toml"
         config.write_text(f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{self.warehouse}"\n{gateway}\n{endpoints}')
         super().__init__(
-            [sys.executable, "-m", "otel_ingest", "gateway", str(config), "--port", str(port)],
+            [
+                *(sys.executable, "-m", "otel_ingest", "gateway", str(config)),
+                *("--port", str(port), "--ops-port", str(self.ops_port)),
+            ],
             folder / f"gateway-{port}.log",
             port,
             {"GW_TEST_PROVIDER_KEY": FAKE_KEY, **(env or {})},
         )
+        self.wait_listening(self.ops_port)
 
     def table(self, name: str) -> pl.DataFrame:
         path = self.warehouse.joinpath(*name.split("."))
@@ -191,13 +187,13 @@ class GatewayProcess(Process):
             rows = frame.filter(pl.col("request_id") == request_id).to_dicts()
             return rows[0] if rows else None
 
-        found: dict[str, Any] = wait_for(find, timeout, f"{table} row {request_id}")
+        found: dict[str, Any] = wait_until(find, f"{table} row {request_id}", timeout)
         return found
 
     def metric(self, name: str) -> float:
-        """Sum of a metric's samples in /metrics (0 when absent)."""
+        """Sum of a metric's samples in the ops listener's /metrics (0 when absent)."""
         total = 0.0
-        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+        for line in httpx.get(f"{self.ops_url}/metrics").text.splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import polars as pl
@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from otel_ingest import otlp_json
 
 CAPTURES = Path(__file__).parent / "captures"
+T = TypeVar("T")
 # Hop-by-hop and framing headers are re-created by the HTTP client.
 _FRAMING_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
@@ -202,14 +203,15 @@ class Server:
         return code
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60, every: float = 0.02) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds.
-    Tests wait for a state this way, never for a fixed time."""
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 60, every: float = 0.02) -> T:
+    """Poll ``condition`` until it returns something true, and return that; fail naming
+    ``what`` after ``timeout`` seconds. Tests wait for a state this way, never for a fixed time."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(every)
+    return value
 
 
 def metric(server: Server, name: str) -> float:

@@ -4,23 +4,24 @@ inference rows, upstream failures, grants and refusals, keys that never leak."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gateway_support import ALICE, BOB, FAKE_KEY, Fake, GatewayProcess, endpoints_toml, wait_for
+from gateway_support import ALICE, BOB, FAKE_KEY, PRINCIPALS, Fake, GatewayProcess, endpoints_toml
+
+from otel_ingest.auth import TokenFileError, load_token_file
+from otel_ingest.gateway.config import parse_config
+from otel_ingest.gateway.grants import check_grants
+from support import wait_until
 
 USAGE_TABLE = "main.ai_gateway.usage"
 INFERENCE_TABLE = "main.ai_gateway.inference"
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    server = Fake(tmp_path_factory.mktemp("fake"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +250,7 @@ def test_openai_python_client_as_cursor(gateway: GatewayProcess) -> None:
         rows = [] if frame.is_empty() else frame.to_dicts()
         return next((r for r in rows if r["destination_model"] == "local-llama"), None)
 
-    row = wait_for(local_row, what="usage row of local-llama")
+    row = wait_until(local_row, "usage row of local-llama")
     # config prices: (32 plain × 1 + 9 cache × 0.5 + 23 × 2) / 1e6
     assert row["cost_source"] == "config"
     assert row["cost_usd"] == pytest.approx((32 * 1.0 + 9 * 0.5 + 23 * 2.0) / 1e6)
@@ -481,7 +482,7 @@ def test_client_disconnect_cancels_the_upstream_call(fake: Fake, gateway: Gatewa
     ) as response:
         request_id = response.headers["x-gateway-request-id"]
         next(response.iter_raw())
-    wait_for(lambda: fake.stats()["cancelled"] > before, what="the fake provider to see the cancellation")
+    wait_until(lambda: fake.stats()["cancelled"] > before, "the fake provider to see the cancellation")
     row = gateway.row(USAGE_TABLE, request_id)
     assert row["status_code"] == 499 and "cancelled" in row["error"]
 
@@ -517,7 +518,7 @@ def test_provider_keys_never_leak(fake: Fake, gateway: GatewayProcess, tmp_path:
     assert missing.status_code == 503 and "GW_TEST_UNSET_KEY" in missing.text
     # Every call so far: logs, tables and the config never hold a key.
     for process in (gateway, bad_key_gateway):
-        wait_for(lambda p=process: not p.table(USAGE_TABLE).is_empty(), what="usage rows")
+        wait_until(lambda p=process: not p.table(USAGE_TABLE).is_empty(), "usage rows")
         texts = [process.log()]
         for table in (USAGE_TABLE, INFERENCE_TABLE):
             frame = process.table(table)
@@ -544,28 +545,110 @@ def test_calls_succeed_while_the_warehouse_is_unwritable(fake: Fake, tmp_path: P
     config.write_text(
         config.read_text().replace(f'warehouse = "{process.warehouse}"', f'warehouse = "{blocker}/warehouse"')
     )
-    import sys
-
     from gateway_support import Process
 
-    port = process.port
+    port, ops_port = process.port, process.ops_port
     restarted = Process(
-        [sys.executable, "-m", "otel_ingest", "gateway", str(config), "--port", str(port)],
+        [sys.executable, "-m", "otel_ingest", "gateway", str(config), "--port", str(port), "--ops-port", str(ops_port)],
         tmp_path / "restarted.log",
         port,
         {"GW_TEST_PROVIDER_KEY": FAKE_KEY},
     )
+    restarted.wait_listening(ops_port)
     try:
         for _ in range(8):
             response = _post(restarted.url, _anthropic(True))
             assert response.status_code == 200 and b"message_stop" in response.content
-        metrics = httpx.get(f"{restarted.url}/metrics").text
+        metrics = httpx.get(f"http://127.0.0.1:{ops_port}/metrics").text
         dropped = sum(
             float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
             if line.startswith("otel_ingest_gateway_log_rows_dropped_total")
         )
         assert dropped >= 8 * 2 - 2 * 3  # both tables hold at most 3 rows each
-        wait_for(lambda: "buffer is full" in restarted.log_path.read_text(), what="the drop to be logged")
+        wait_until(lambda: "buffer is full" in restarted.log_path.read_text(), "the drop to be logged")
     finally:
         restarted.stop()
+
+
+# ---- the ops listener, and grants checked when the token file is loaded ------------------------
+
+
+def test_metrics_are_served_only_on_the_ops_listener(gateway: GatewayProcess) -> None:
+    public = httpx.get(f"{gateway.url}/metrics")
+    assert public.status_code == 404  # an unknown route of the gateway, in OpenAI's format
+    assert "otel_ingest_gateway" not in public.text
+    assert public.json()["error"]["code"] == "unknown_url"
+    assert httpx.get(f"{gateway.url}/healthz").status_code == 200  # liveness stays on the gateway port
+    ops = httpx.get(f"{gateway.ops_url}/metrics")
+    assert ops.status_code == 200
+    assert "otel_ingest_gateway_calls_total" in ops.text
+    assert httpx.get(f"{gateway.ops_url}/healthz").json() == {"status": "ok"}
+    # The loopback ops listener answers only requests addressed to this machine (DNS rebinding).
+    rebound = httpx.get(f"{gateway.ops_url}/metrics", headers={"host": "attacker.example"})
+    assert rebound.status_code == 403
+    assert "otel_ingest_gateway" not in rebound.text
+
+
+BAD_GRANTS = {
+    "unknown endpoint": ('endpoints = ["claude", "cluade-opus"]', "'cluade-opus' names no endpoint"),
+    "pattern matching nothing": ('endpoints = ["mistral-*"]', "'mistral-*' names no endpoint"),
+    "unclosed set": ('endpoints = ["claude-[opus"]', "'claude-[opus' is not an endpoint name or glob pattern"),
+    "spaces": ('endpoints = ["claude, gpt"]', "'claude, gpt' is not an endpoint name or glob pattern"),
+    "not a list": ('endpoints = "claude"', "endpoints must be a list"),
+    "unknown key": ('endpoints = ["claude"]\nrequest_per_minute = 5', "unknown keys ['request_per_minute']"),
+    "bad limit": ('endpoints = ["claude"]\nusd_per_day = -1', "usd_per_day must be a number above 0"),
+}
+
+
+def _bad_token_file(folder: Path, grant: str) -> Path:
+    tokens = folder / "tokens.toml"
+    tokens.write_text(
+        f'[[principals]]\nname = "mallory"\ntoken = "{ALICE}"\ntables = []\n[principals.gateway]\n{grant}\n'
+    )
+    return tokens
+
+
+@pytest.mark.parametrize("name", list(BAD_GRANTS))
+def test_a_bad_gateway_grant_refuses_the_token_file(name: str, tmp_path: Path) -> None:
+    grant, message = BAD_GRANTS[name]
+    tokens = _bad_token_file(tmp_path, grant)
+    config = parse_config(tomllib.loads(endpoints_toml("http://127.0.0.1:9")))
+    with pytest.raises(TokenFileError) as refused:
+        check_grants(load_token_file(str(tokens)), config.endpoints, str(tokens))
+    assert "principal 'mallory'" in str(refused.value) and message in str(refused.value)
+    assert str(tokens) in str(refused.value)  # names the file to fix
+
+
+def test_a_bad_gateway_grant_stops_the_start_with_the_message(fake: Fake, tmp_path: Path) -> None:
+    _bad_token_file(tmp_path, 'endpoints = ["claude", "cluade-opus"]')
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{tmp_path}/wh"\n{endpoints_toml(fake.url)}')
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_ingest", "gateway", str(config), "--port", "0", "--ops-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "principal 'mallory'" in result.stderr, result.stderr
+    assert "'cluade-opus' names no endpoint of the gateway config; the endpoints are claude, gpt" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_reloaded_token_file_with_a_bad_grant_keeps_the_loaded_principals(fake: Fake, tmp_path: Path) -> None:
+    process = GatewayProcess(tmp_path, endpoints_toml(fake.url))
+    try:
+        tokens = tmp_path / "tokens.toml"
+        tokens.write_text(PRINCIPALS.replace('endpoints = ["claude"]', 'endpoints = ["claude-opus-typo"]'))
+        wait_until(lambda: "'claude-opus-typo' names no endpoint" in process.log(), "the refused reload to be logged")
+        assert "Keeping the 3 principals loaded before" in process.log()
+        bob = httpx.post(
+            f"{process.url}/anthropic/v1/messages",
+            json={"model": "claude-x", "messages": []},
+            headers={"x-api-key": BOB, "anthropic-version": "2023-06-01"},
+            timeout=30,
+        )
+        assert bob.status_code == 200  # bob keeps the grant loaded before
+    finally:
+        process.stop()

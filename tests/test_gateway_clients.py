@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from gateway_support import Fake, GatewayProcess, endpoints_toml, wait_for
+from gateway_support import Fake, GatewayProcess, endpoints_toml
+
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {
@@ -69,13 +71,6 @@ def clis() -> dict[str, Path]:
         if subprocess.run([str(path), "--version"], capture_output=True, timeout=120).returncode != 0:
             pytest.skip(f"{name} --version fails on this machine")
     return binaries
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    server = Fake(tmp_path_factory.mktemp("fake"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +170,7 @@ def _rows(gateway: GatewayProcess, requester: str, agent: str, count: int) -> li
         rows = frame.filter((pl.col("requester") == requester) & (pl.col("agent") == agent)).to_dicts()
         return rows if len(rows) >= count else None
 
-    found: list[dict[str, Any]] = wait_for(enough, 30, f"{count} usage rows of {agent}")
+    found: list[dict[str, Any]] = wait_until(enough, f"{count} usage rows of {agent}", 30)
     return found
 
 
@@ -217,7 +212,7 @@ def test_cli_backs_off_on_429_and_retries(
             headers={"x-api-key": SLOW_TOKEN},
         ).status_code
 
-    wait_for(lambda: take() == 429, what="cli-slow's bucket to be empty")
+    wait_until(lambda: take() == 429, "cli-slow's bucket to be empty")
 
     def drain() -> None:
         deadline = time.monotonic() + CLI_TIMEOUT

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import Fake, GatewayProcess, Process, endpoints_toml, wait_for
+from gateway_support import Fake, GatewayProcess, Process, endpoints_toml
 
-from support import free_port
+from support import free_port, wait_until
 
 CAROL = "carol-token-0123456789abcdef"  # 3 requests per minute
 DAVE = "dave-token-0123456789abcdefg"  # 30 tokens per minute
@@ -79,13 +79,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     yield f"redis://127.0.0.1:{port}/0"
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    server = Fake(tmp_path_factory.mktemp("fake"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +161,7 @@ def test_tokens_per_minute_are_settled_with_real_usage(replicas: list[GatewayPro
     first = _anthropic(replicas[0].url, DAVE)  # 23 input + 13 output = 36 > 30: the bucket goes into debt
     assert first.status_code == 200
     # Settling happens after the call; the other replica then sees the debt.
-    refused = wait_for(lambda: (r := _gemini(replicas[1].url, DAVE)).status_code == 429 and r, what="TPM refusal")
+    refused = wait_until(lambda: (r := _gemini(replicas[1].url, DAVE)).status_code == 429 and r, "TPM refusal")
     _assert_refusal_format(refused, "google")
     assert "tokens per minute" in refused.json()["error"]["message"]
 
@@ -176,7 +169,7 @@ def test_tokens_per_minute_are_settled_with_real_usage(replicas: list[GatewayPro
 def test_daily_budget_in_usd(replicas: list[GatewayProcess]) -> None:
     first = _chat(replicas[1].url, ERIN)  # config prices: 8.25e-5 USD, over the 5e-5 budget
     assert first.status_code == 200
-    refused = wait_for(lambda: (r := _chat(replicas[0].url, ERIN)).status_code == 429 and r, what="budget refusal")
+    refused = wait_until(lambda: (r := _chat(replicas[0].url, ERIN)).status_code == 429 and r, "budget refusal")
     _assert_refusal_format(refused, "openai")
     assert "budget" in refused.json()["error"]["message"]
     # The budget resets at midnight UTC: retry-after says when.

@@ -34,8 +34,11 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from otel_ingest.app import Listeners, LoopbackHostOnly
 from otel_ingest.auth import Authenticator, Principal
+from otel_ingest.config import is_loopback
 from otel_ingest.errors import Unauthorized
 from otel_ingest.gateway.config import Endpoint, GatewayConfig
 from otel_ingest.gateway.errors import (
@@ -52,12 +55,13 @@ from otel_ingest.gateway.errors import (
     error_headers,
     stream_error_event,
 )
-from otel_ingest.gateway.grants import Grant, Grants
+from otel_ingest.gateway.grants import Grant, Grants, check_grants
 from otel_ingest.gateway.limits import Limiter, Subject
 from otel_ingest.gateway.models import listing
 from otel_ingest.gateway.pricing import cost, warm_up_prices
 from otel_ingest.gateway.routes import Target, choose_endpoint, dialect_of, resolve
 from otel_ingest.gateway.tables import INFERENCE_SCHEMA, USAGE_SCHEMA, TableLog
+from otel_ingest.gateway.upstream import upstream_client
 from otel_ingest.gateway.usage import Tap, Usage, tap_for
 from otel_ingest.monitoring import Monitoring, access_log
 from otel_ingest.tables import Warehouse
@@ -81,6 +85,9 @@ _CLIENT_CREDENTIALS = {"authorization", "x-api-key", "x-goog-api-key", "cookie"}
 _ENCODINGS_TAPPED = {"gzip", "deflate", "identity"}
 
 ERROR_TEXT_CHARS = 500
+# A response this small is re-assembled for the inference table on the event loop (tens of
+# microseconds); a larger one in a thread. A thread hop per call cost more than the parsing.
+INLINE_REASSEMBLY_BYTES = 64 << 10
 
 
 class GatewayMetrics:
@@ -127,6 +134,7 @@ class Call:
     status: int = 0
     error: str | None = None
     ttfb: float | None = None
+    finished: float | None = None  # perf_counter() at the last byte relayed
     usage: Usage | None = None
     body: bytes = b""
     subjects: list[Subject] = field(default_factory=list)
@@ -174,7 +182,9 @@ class Gateway:
         self.config = config
         self.monitoring = monitoring or Monitoring()
         self.metrics = GatewayMetrics(self.monitoring)
-        self.authenticator = Authenticator(config.tokens)
+        self.authenticator = Authenticator(
+            config.tokens, partial(check_grants, endpoints=config.endpoints, path=config.tokens or "token file")
+        )
         self.grants = Grants()
         self.limiter = Limiter(config.redis_url, config.replicas, self.metrics.limit_fallbacks.inc)
         self.warehouse = Warehouse(config.warehouse, config.storage_options)
@@ -187,11 +197,7 @@ class Gateway:
         # httpx logs every request line at INFO; the access log says it better, without the query.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         await asyncio.to_thread(warm_up_prices)  # genai-prices loads its data on first use
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-            # The client's request decides; the gateway never follows a redirect itself.
-            follow_redirects=False,
-        )
+        self.client = upstream_client()
         for attribute, name, schema in (
             ("usage_log", self.config.usage_table, USAGE_SCHEMA),
             ("inference_log", self.config.inference_table, INFERENCE_SCHEMA),
@@ -470,10 +476,13 @@ class Gateway:
             call.status = 499
             raise
         finally:
+            call.finished = time.perf_counter()
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
             call.usage = tap.usage
-            self._finish(request, call, tap if sampled else None)
+            # Rows, limits, metrics and the access log wait until the stream's last bytes
+            # are written: a callback runs after this step of the loop, which sends them.
+            asyncio.get_running_loop().call_soon(self._finish, request, call, tap if sampled else None)
 
     # ---- after the call -------------------------------------------------------------------
 
@@ -485,7 +494,7 @@ class Gateway:
             log.exception("Could not record gateway call %s.", call.request_id)
 
     def _record(self, request: Request, call: Call, tap: Tap | None) -> None:
-        latency = time.perf_counter() - call.started
+        latency = (call.finished or time.perf_counter()) - call.started
         usage, endpoint, model = call.usage, call.endpoint, call.model
         price, source = (None, None)
         if usage is not None and endpoint is not None and model is not None:
@@ -542,19 +551,36 @@ class Gateway:
                 }
             )
         if tap is not None and self.inference_log is not None and endpoint is not None:
-            task = asyncio.get_running_loop().create_task(self._log_inference(call, tap, endpoint, latency, headers))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            if tap.collected_bytes <= INLINE_REASSEMBLY_BYTES:
+                self._log_inference(call, tap, endpoint, latency, headers, tap.response_text())
+            else:
+                task = asyncio.get_running_loop().create_task(
+                    self._log_inference_off_loop(call, tap, endpoint, latency, headers)
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
-    async def _log_inference(self, call: Call, tap: Tap, endpoint: Endpoint, latency: float, headers: Headers) -> None:
-        """The inference row; re-assembling a stream parses every event, so in a thread."""
+    async def _log_inference_off_loop(
+        self, call: Call, tap: Tap, endpoint: Endpoint, latency: float, headers: Headers
+    ) -> None:
+        """Re-assembling a long stream parses every event: in a thread."""
+        try:
+            response_text = await asyncio.to_thread(tap.response_text)
+        except Exception:
+            log.exception("Could not re-assemble the response of call %s.", call.request_id)
+            return
+        self._log_inference(call, tap, endpoint, latency, headers, response_text)
+
+    def _log_inference(
+        self, call: Call, tap: Tap, endpoint: Endpoint, latency: float, headers: Headers, response_text: str | None
+    ) -> None:
+        """Queue the inference row."""
         try:
             limit = endpoint.inference.max_bytes
             codes = []
             request_text = call.body[:limit].decode("utf-8", "replace")
             if len(call.body) > limit:
                 codes.append("MAX_REQUEST_SIZE_EXCEEDED")
-            response_text = await asyncio.to_thread(tap.response_text)
             if tap.truncated:
                 codes.append("MAX_RESPONSE_SIZE_EXCEEDED")
             assert self.inference_log is not None
@@ -656,7 +682,9 @@ def _ask_for_usage(raw: bytes, document: Any) -> tuple[bytes, bool]:
     return json.dumps(patched).encode(), True
 
 
-def create_gateway_app(config: GatewayConfig) -> Starlette:
+def create_gateway_app(config: GatewayConfig) -> ASGIApp:
+    """The gateway on its port; ``/metrics`` on the ops listener (``config.ops_port``, bound
+    by the caller), as the ingestion server does: it names every principal and endpoint."""
     gateway = Gateway(config)
 
     @asynccontextmanager
@@ -683,14 +711,19 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(gateway.monitoring.exposition(), media_type="text/plain; version=0.0.4")
 
+    ops_routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
     app = Starlette(
         routes=[
-            Route("/healthz", healthz),
-            Route("/metrics", metrics),
+            *(ops_routes if config.ops_listener == "shared" else [Route("/healthz", healthz)]),
             Route("/{path:path}", gateway.handle, methods=methods),
         ],
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    if config.ops_listener != "separate":
+        return app
+    ops: ASGIApp = Starlette(routes=ops_routes)
+    if is_loopback(config.ops_host):
+        ops = LoopbackHostOnly(ops)
+    return Listeners(app, ops, config.ops_port)

@@ -5,6 +5,8 @@
     [gateway]
     host = "127.0.0.1"
     port = 4000
+    ops_host = "127.0.0.1"                    # /metrics and /healthz for operators, not on the public port
+    ops_port = 9400                           # 0: no ops listener; = port: ops endpoints on the gateway port
     tokens = "tokens.toml"                    # the ingestion token file; principals get [principals.gateway]
     warehouse = "./warehouse"
     usage_table = "main.ai_gateway.usage"
@@ -46,6 +48,7 @@ Provider = Literal["anthropic", "openai", "google", "openai-compatible"]
 PROVIDERS: tuple[Provider, ...] = ("anthropic", "openai", "google", "openai-compatible")
 
 DEFAULT_PORT = 4000
+DEFAULT_OPS_PORT = 9400
 DEFAULT_MAX_BODY_BYTES = 32 << 20
 DEFAULT_INFERENCE_MAX_BYTES = 1 << 20
 DEFAULT_USAGE_TABLE = TableName("main", "ai_gateway", "usage")
@@ -124,6 +127,8 @@ class GatewayConfig:
     endpoints: tuple[Endpoint, ...]
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    ops_host: str = "127.0.0.1"
+    ops_port: int = DEFAULT_OPS_PORT
     tokens: str | None = None
     warehouse: str = "./warehouse"
     storage_options: dict[str, str] = field(default_factory=dict)
@@ -134,6 +139,13 @@ class GatewayConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_buffer_rows: int = 10_000
     tags_header: str = "x-gateway-tags"
+
+    @property
+    def ops_listener(self) -> str:
+        """``separate``, ``shared`` (ops endpoints on the gateway port) or ``off``."""
+        if self.ops_port == 0:
+            return "off"
+        return "shared" if self.ops_port == self.port else "separate"
 
     def endpoint(self, name: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.name == name), None)
@@ -265,6 +277,8 @@ def parse_config(document: dict[str, Any], path: str = "<config>") -> GatewayCon
     known = {
         "host",
         "port",
+        "ops_host",
+        "ops_port",
         "tokens",
         "warehouse",
         "storage_options",
@@ -284,6 +298,8 @@ def parse_config(document: dict[str, Any], path: str = "<config>") -> GatewayCon
         endpoints=endpoints,
         host=str(section.get("host", defaults.host)),
         port=int(_number(where, "port", section.get("port", defaults.port))),
+        ops_host=str(section.get("ops_host", defaults.ops_host)),
+        ops_port=int(_number(where, "ops_port", section.get("ops_port", defaults.ops_port), -1)),
         tokens=_text(where, section, "tokens", required=False),
         warehouse=str(section.get("warehouse", defaults.warehouse)),
         storage_options=dict(storage),

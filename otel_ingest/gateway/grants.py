@@ -13,17 +13,24 @@ A principal gets gateway access with a ``[principals.gateway]`` table::
     usd_per_day = 20
     usd_per_month = 300
 
-A principal without the table may use no endpoint (403).
+A principal without the table may use no endpoint (403). Every grant is checked when the
+token file is loaded (``check_grants``): a pattern that is malformed or names no endpoint of
+the gateway's config refuses the file, at start-up and on reload, as a bad ingestion grant does.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_ingest.auth import Principal
-from otel_ingest.gateway.config import LIMIT_KEYS, GatewayConfigError, Limits, parse_limits
+from otel_ingest.auth import Principal, TokenFileError
+from otel_ingest.gateway.config import LIMIT_KEYS, Endpoint, GatewayConfigError, Limits, parse_limits
+
+# A glob over endpoint names: name characters, * and ?, and closed [...] sets.
+_GLOB = re.compile(r"(?:[A-Za-z0-9._:/@+-]|\*|\?|\[!?[^\[\]]+\])+")
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,39 @@ def parse_grant(principal: Principal) -> Grant:
         return Grant(endpoints=tuple(endpoints), limits=parse_limits(where, table))
     except GatewayConfigError as error:
         return Grant(error=str(error))
+
+
+def _pattern_problem(pattern: str, names: list[str]) -> str | None:
+    """Why ``pattern`` cannot be a grant of these endpoints, or None."""
+    if pattern in names:
+        return None
+    if not _GLOB.fullmatch(pattern):
+        return (
+            "is not an endpoint name or glob pattern (letters, digits, . _ - : / @ +, "
+            "with * ? and closed [...] sets; no spaces)"
+        )
+    if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+        return "names no endpoint of the gateway config"
+    return None
+
+
+def check_grants(principals: Iterable[Principal], endpoints: Iterable[Endpoint], path: str = "token file") -> None:
+    """Raise TokenFileError naming the first ``[principals.gateway]`` table that is malformed
+    or grants an endpoint the gateway does not have (a typo would silently grant nothing)."""
+    names = [endpoint.name for endpoint in endpoints]
+    for principal in principals:
+        if principal.gateway is None:
+            continue
+        grant = parse_grant(principal)
+        if grant.error:
+            raise TokenFileError(f"{path}: {grant.error}")
+        for pattern in grant.endpoints:
+            problem = _pattern_problem(pattern, names)
+            if problem:
+                raise TokenFileError(
+                    f"{path}: principal {principal.name!r}: [principals.gateway] endpoints: {pattern!r} {problem}; "
+                    f"the endpoints are {', '.join(names)}."
+                )
 
 
 class Grants:
