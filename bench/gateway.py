@@ -1,17 +1,29 @@
 """The gateway's overhead, measured side by side against a fake upstream on loopback.
 
-    python bench/gateway.py [--requests 400] [--megabytes 64]
+    python bench/gateway.py [--requests 1000] [--megabytes 32] [--rounds 3]
 
 Starts a minimal Anthropic-speaking upstream (this file, ``--upstream PORT``) and
 ``otel-ingest gateway`` in front of it (usage and inference tables on, as users run it), then:
 
-  (a) time to first byte of a streamed Messages call, direct vs through the gateway,
-      interleaved one by one: p50 and p99 of each, and the added p50/p99;
-  (b) stream throughput: one large SSE stream (``--megabytes`` of content_block_delta
-      events in 16 KiB writes), direct vs through, MB/s and the loss in percent;
-  (c) gateway CPU-seconds per streamed MB (what the tap and relay cost).
+  (a) time to first byte of a streamed Messages call: the same call made directly twice
+      (A and B) and through the gateway, in a shuffled order within each triple so that no
+      path is favoured by position. p50/p90/p99 of each; the added p50/p99 (gateway − A);
+      and direct B − A: what the machine's own scheduling noise does to a p99 with no
+      gateway at all (on a shared machine the p99 is mostly that).
+  (b) the gateway's CPU time per call (from /proc, over the whole of (a)): its own cost,
+      which no scheduling noise inflates; on an idle core this is the added latency.
+  With ``--limits`` the principal and the endpoint get limits and budgets that never
+  refuse, kept in a redis-server started here, so (a) includes the limit checks.
+  With ``--compare-with DIR`` a second gateway, from another source tree, runs in the
+  same shuffled rounds (before/after a change, on the same machine at the same moment).
+  (c) stream throughput: one large SSE stream (``--megabytes`` of content_block_delta
+      events in 16 KiB writes), direct vs through, alternating, best and median of
+      ``--rounds``; the loss in percent and the gateway's CPU per streamed MB.
 
-The machine is shared and noisy: the figures are from one run, compare them side by side.
+The client sets TCP_NODELAY, as the coding agents' HTTP stacks do (Node's sockets do by
+default): without it, httpx's separate writes of headers and body meet the server's
+delayed ACK and add ~40 ms to some calls on both paths alike. The load average is printed
+at the start and the end: the machine is shared, compare figures of one run only.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -145,10 +158,57 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def summary(values: list[float]) -> str:
+    return "   ".join(f"p{round(q * 100)} {percentile(values, q) * 1000:7.2f} ms" for q in (0.5, 0.9, 0.99))
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def start_gateway(source: Path, config: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """``otel-ingest gateway`` from the source tree ``source`` on a free port."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "otel_ingest",
+        "gateway",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    if "ops_port" in (source / "otel_ingest" / "gateway" / "config.py").read_text():
+        command += ["--ops-port", "0"]  # gateways without an ops listener have no such flag
+    process = subprocess.Popen(
+        command,
+        env={**env, "PYTHONPATH": str(source)},  # ahead of the editable install of this tree
+        cwd=source,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--megabytes", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=1000, help="calls per path for (a) [1000]")
+    parser.add_argument("--megabytes", type=int, default=32, help="size of the stream of (c) [32]")
+    parser.add_argument("--rounds", type=int, default=3, help="streams per path for (c) [3]")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="SOURCE_DIR",
+        help="also run the gateway of another source tree (`git archive COMMIT | tar -x -C DIR`) in the same run",
+    )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="give the principal and the endpoint limits and budgets that never refuse, kept in a "
+        "redis-server started here: (a) then includes the limit checks' Redis round trips",
+    )
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
@@ -158,85 +218,115 @@ def main() -> None:
         return
 
     folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port = free_port()
+    limits = ""
+    redis: subprocess.Popen[bytes] | None = None
+    if args.limits:
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_listening(redis_port, redis)
+        limits = "requests_per_minute = 1e9\ntokens_per_minute = 1e12\nusd_per_day = 1e9\nusd_per_month = 1e9\n"
     (folder / "tokens.toml").write_text(
         f'[[principals]]\nname = "bench"\ntoken = "{TOKEN}"\ntables = []\n[principals.gateway]\nendpoints = ["*"]\n'
+        + limits
     )
-    (folder / "gateway.toml").write_text(
-        f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{folder / "warehouse"}"\n'
-        f'[[endpoints]]\nname = "claude"\nprovider = "anthropic"\nbase_url = "http://127.0.0.1:{upstream_port}"\n'
-        f'api_key_env = "BENCH_UPSTREAM_KEY"\nmodels = ["claude-*"]\n'
-    )
+    sources = {"gateway": ROOT}
+    if args.compare_with:
+        sources[f"gw {args.compare_with.name}"] = args.compare_with.resolve()
     env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY}
     upstream = subprocess.Popen(
         [sys.executable, __file__, "--upstream", str(upstream_port), "--megabytes", str(args.megabytes)],
         stdout=subprocess.DEVNULL,
     )
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "otel_ingest",
-            "gateway",
-            str(folder / "gateway.toml"),
-            "--port",
-            str(gateway_port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    for name, source in sources.items():
+        config = folder / f"gateway-{len(gateways)}.toml"  # each its own tables
+        config.write_text(
+            f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{folder / f"warehouse-{len(gateways)}"}"\n'
+            + (f'redis_url = "redis://127.0.0.1:{redis_port}/{len(gateways)}"\n' if redis else "")
+            + f'[[endpoints]]\nname = "claude"\nprovider = "anthropic"\nbase_url = "http://127.0.0.1:{upstream_port}"\n'
+            f'api_key_env = "BENCH_UPSTREAM_KEY"\nmodels = ["claude-*"]\n'
+            + ("requests_per_minute = 1e9\n" if redis else "")
+        )
+        gateways[name] = start_gateway(source, config, env)
+    print(f"start: {load()} ({os.cpu_count()} cores)")
     try:
         wait_listening(upstream_port, upstream)
-        wait_listening(gateway_port, gateway)
+        for process, port in gateways.values():
+            wait_listening(port, process)
         direct_url = f"http://127.0.0.1:{upstream_port}/v1/messages"
-        gateway_url = f"http://127.0.0.1:{gateway_port}/anthropic/v1/messages"
         direct_headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
         gateway_headers = {"x-api-key": TOKEN, "anthropic-version": "2023-06-01"}
         small = json.dumps({"model": "claude-bench", "stream": True, "max_tokens": 10, "messages": []}).encode()
         big = json.dumps({"model": "claude-bench-big", "stream": True, "max_tokens": 10, "messages": []}).encode()
-        with httpx.Client(timeout=120) as client:
-            for _ in range(20):  # warm up both paths (connections, imports, genai-prices, tables)
-                ttfb(client, direct_url, direct_headers, small)
-                ttfb(client, gateway_url, gateway_headers, small)
-            direct, through = [], []
+        nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        transport = httpx.HTTPTransport(socket_options=nodelay)
+        paths = {"direct A": (direct_url, direct_headers), "direct B": (direct_url, direct_headers)}
+        for name, (_, port) in gateways.items():
+            paths[name] = (f"http://127.0.0.1:{port}/anthropic/v1/messages", gateway_headers)
+        with httpx.Client(timeout=120, transport=transport) as client:
+            for _ in range(30):  # warm up every path (connections, imports, genai-prices, tables)
+                for url, headers in paths.values():
+                    ttfb(client, url, headers, small)
+            samples: dict[str, list[float]] = {name: [] for name in paths}
+            shuffle = random.Random(12)
+            cpu_before = {name: cpu_seconds(process.pid) for name, (process, _) in gateways.items()}
+            upstream_before = cpu_seconds(upstream.pid)
             for _ in range(args.requests):
-                direct.append(ttfb(client, direct_url, direct_headers, small))
-                through.append(ttfb(client, gateway_url, gateway_headers, small))
-            print(f"(a) time to first byte over {args.requests} streamed calls each, interleaved")
-            for label, values in (("direct", direct), ("gateway", through)):
+                order = list(paths)
+                shuffle.shuffle(order)
+                for name in order:
+                    samples[name].append(ttfb(client, *paths[name], small))
+            cpu_per_call = {
+                name: (cpu_seconds(process.pid) - cpu_before[name]) / args.requests
+                for name, (process, _) in gateways.items()
+            }
+            upstream_cpu = (cpu_seconds(upstream.pid) - upstream_before) / (args.requests * len(paths))
+            print(f"(a) time to first byte, {args.requests} streamed calls per path, in shuffled order")
+            for name, values in samples.items():
+                print(f"    {name:12} {summary(values)}")
+            a = samples["direct A"]
+            for label, plus in [("noise B−A", samples["direct B"])] + [(f"added {n}", samples[n]) for n in gateways]:
                 print(
-                    f"    {label:8} p50 {percentile(values, 0.5) * 1000:6.2f} ms   "
-                    f"p99 {percentile(values, 0.99) * 1000:6.2f} ms"
+                    f"    {label:18} p50 {(percentile(plus, 0.5) - percentile(a, 0.5)) * 1000:7.2f} ms"
+                    f"   p99 {(percentile(plus, 0.99) - percentile(a, 0.99)) * 1000:7.2f} ms"
                 )
-            print(
-                f"    added    p50 {(percentile(through, 0.5) - percentile(direct, 0.5)) * 1000:6.2f} ms   "
-                f"p99 {(percentile(through, 0.99) - percentile(direct, 0.99)) * 1000:6.2f} ms"
-            )
-            rates_direct, rates_through, cpu = [], [], []
-            for _ in range(3):
-                rates_direct.append(throughput(client, direct_url, direct_headers, big)[0])
-                before = cpu_seconds(gateway.pid)
-                rate, size = throughput(client, gateway_url, gateway_headers, big)
-                cpu.append((cpu_seconds(gateway.pid) - before) / (size / 1e6))
-                rates_through.append(rate)
-            best_direct, best_through = max(rates_direct), max(rates_through)
-            print(f"(b) one {args.megabytes} MB SSE stream, best of 3 each")
-            print(
-                f"    direct  {best_direct:7.1f} MB/s   gateway {best_through:7.1f} MB/s   "
-                f"loss {(1 - best_through / best_direct) * 100:5.1f} %"
-            )
-            print(
-                f"(c) gateway CPU {statistics.median(cpu) * 1000:.2f} ms per streamed MB "
-                f"(a model streaming 100 tokens/s sends ~0.02 MB/s)"
-            )
+            print(f"    {load()}")
+            shown = ", ".join(f"{name} {cpu * 1000:.2f} ms" for name, cpu in cpu_per_call.items())
+            print(f"(b) CPU per call: {shown}; upstream {upstream_cpu * 1000:.2f} ms (the fake provider, for scale)")
+            rates: dict[str, list[float]] = {"direct": [], **{name: [] for name in gateways}}
+            cpu_per_mb: dict[str, list[float]] = {name: [] for name in gateways}
+            for _ in range(args.rounds):
+                rates["direct"].append(throughput(client, direct_url, direct_headers, big)[0])
+                for name, (process, port) in gateways.items():
+                    before = cpu_seconds(process.pid)
+                    url = f"http://127.0.0.1:{port}/anthropic/v1/messages"
+                    rate, size = throughput(client, url, gateway_headers, big)
+                    cpu_per_mb[name].append((cpu_seconds(process.pid) - before) / (size / 1e6))
+                    rates[name].append(rate)
+            print(f"(c) one {args.megabytes} MB SSE stream, {args.rounds} rounds per path, alternating")
+            for label, pick in (("best", max), ("median", statistics.median)):
+                direct_rate = pick(rates["direct"])
+                parts = [f"direct {direct_rate:6.1f} MB/s"]
+                for name in gateways:
+                    rate = pick(rates[name])
+                    parts.append(f"{name} {rate:6.1f} MB/s (loss {(1 - rate / direct_rate) * 100:5.1f} %)")
+                print(f"    {label:6}  " + "   ".join(parts))
+            shown = ", ".join(f"{name} {statistics.median(v) * 1000:.2f} ms" for name, v in cpu_per_mb.items())
+            print(f"    CPU per streamed MB: {shown} (a model streaming 100 tokens/s sends ~0.02 MB/s)")
+            print(f"end: {load()}")
     finally:
-        for process in (gateway, upstream):
+        for process, _ in gateways.values():
             process.terminate()
+        upstream.terminate()
+        for process in [upstream, *(process for process, _ in gateways.values())]:
             process.wait(30)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(30)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,8 @@ class GatewayProcess(Process):
         self.warehouse = folder / "warehouse"
         (folder / "tokens.toml").write_text(principals)
         config = folder / f"gateway-{port}.toml"
+        if "commit_every_seconds" not in gateway:  # tests wait for rows: commit them sooner
+            gateway += "\ncommit_every_seconds = 1"
         config.write_text(f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{self.warehouse}"\n{gateway}\n{endpoints}')
         super().__init__(
             [

@@ -61,7 +61,7 @@ from otel_ingest.gateway.models import listing
 from otel_ingest.gateway.pricing import cost, warm_up_prices
 from otel_ingest.gateway.routes import Target, choose_endpoint, dialect_of, resolve
 from otel_ingest.gateway.tables import INFERENCE_SCHEMA, USAGE_SCHEMA, TableLog
-from otel_ingest.gateway.upstream import upstream_client
+from otel_ingest.gateway.upstream import Upstream
 from otel_ingest.gateway.usage import Tap, Usage, tap_for
 from otel_ingest.monitoring import Monitoring, access_log
 from otel_ingest.tables import Warehouse
@@ -190,21 +190,27 @@ class Gateway:
         self.warehouse = Warehouse(config.warehouse, config.storage_options)
         self.usage_log: TableLog | None = None
         self.inference_log: TableLog | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.upstream: Upstream | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         # httpx logs every request line at INFO; the access log says it better, without the query.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         await asyncio.to_thread(warm_up_prices)  # genai-prices loads its data on first use
-        self.client = upstream_client()
+        self.upstream = Upstream()
         for attribute, name, schema in (
             ("usage_log", self.config.usage_table, USAGE_SCHEMA),
             ("inference_log", self.config.inference_table, INFERENCE_SCHEMA),
         ):
             if name is not None:
                 table_log = TableLog(
-                    self.warehouse, name, schema, self.config.log_buffer_rows, self.monitoring, self.metrics.dropped
+                    self.warehouse,
+                    name,
+                    schema,
+                    self.config.log_buffer_rows,
+                    self.monitoring,
+                    self.metrics.dropped,
+                    self.config.commit_every_seconds,
                 )
                 self.metrics.buffered.labels(str(name)).set_function(partial(len, table_log.buffer))
                 table_log.start()
@@ -216,8 +222,8 @@ class Gateway:
         for table_log in (self.usage_log, self.inference_log):
             if table_log is not None:
                 await table_log.close()
-        if self.client is not None:
-            await self.client.aclose()
+        if self.upstream is not None:
+            await self.upstream.aclose()
         await self.limiter.close()
 
     # ---- the request path -------------------------------------------------------------
@@ -328,7 +334,6 @@ class Gateway:
     def _upstream_request(
         self, request: Request, target: Target, endpoint: Endpoint, key: str | None, body: bytes
     ) -> httpx.Request:
-        assert self.client is not None
         headers = [
             (name, value)
             for name, value in request.headers.items()
@@ -351,12 +356,12 @@ class Gateway:
         if "key=" in query:
             query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "key"])
         timeout = httpx.Timeout(endpoint.timeout_seconds, connect=endpoint.connect_timeout_seconds)
-        return self.client.build_request(
+        return Upstream.request(
             request.method,
             endpoint.base_url + target.upstream_path + ("?" + query if query else ""),
-            headers=headers,
-            content=body,
-            timeout=timeout,
+            headers,
+            body,
+            timeout,
         )
 
     async def _send(
@@ -369,10 +374,10 @@ class Gateway:
         body: bytes,
         strip_usage: bool,
     ) -> Response:
-        assert self.client is not None
+        assert self.upstream is not None
         upstream_request = self._upstream_request(request, target, endpoint, key, body)
         try:
-            upstream = await self.client.send(upstream_request, stream=True)
+            upstream = await self.upstream.send(upstream_request)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(
                 f"Endpoint {endpoint.name!r} did not answer in time ({type(exc).__name__}); retry later."

@@ -11,6 +11,7 @@
     warehouse = "./warehouse"
     usage_table = "main.ai_gateway.usage"
     inference_table = "main.ai_gateway.inference"
+    commit_every_seconds = 5                  # rows wait at most this long before their Delta commit
     redis_url = "redis://127.0.0.1:6379/0"    # optional: limits shared by every replica
     replicas = 1                              # without Redis, each replica enforces limit / replicas
 
@@ -138,6 +139,7 @@ class GatewayConfig:
     replicas: int = 1
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_buffer_rows: int = 10_000
+    commit_every_seconds: float = 5.0
     tags_header: str = "x-gateway-tags"
 
     @property
@@ -288,6 +290,7 @@ def parse_config(document: dict[str, Any], path: str = "<config>") -> GatewayCon
         "replicas",
         "max_body_bytes",
         "log_buffer_rows",
+        "commit_every_seconds",
         "tags_header",
     }
     unknown = set(section) - known
@@ -309,6 +312,9 @@ def parse_config(document: dict[str, Any], path: str = "<config>") -> GatewayCon
         replicas=int(_number(where, "replicas", section.get("replicas", 1))),
         max_body_bytes=int(_number(where, "max_body_bytes", section.get("max_body_bytes", defaults.max_body_bytes))),
         log_buffer_rows=int(_number(where, "log_buffer_rows", section.get("log_buffer_rows", 10_000))),
+        commit_every_seconds=_number(
+            where, "commit_every_seconds", section.get("commit_every_seconds", defaults.commit_every_seconds)
+        ),
         tags_header=str(section.get("tags_header", defaults.tags_header)).lower(),
     )
 

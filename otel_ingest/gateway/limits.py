@@ -191,48 +191,71 @@ class Limiter:
         return await getattr(self.local, operation)(*args)
 
     async def admit(self, subjects: list[Subject]) -> None:
-        """Raise OverLimit unless every subject may make one more call now."""
+        """Raise OverLimit unless every subject may make one more call now.
+
+        The checks of all subjects go to the store at once (concurrent Redis round trips,
+        not one after another): first every token bucket and budget, then the request
+        buckets, each of which takes one request; if any refuses, those taken are given back."""
         now = dt.datetime.now(dt.UTC)
         windows = _windows(now)
+        checks: list[tuple[str, float, Any]] = []  # (kind, limit, awaitable) in a fixed order
+        owners: list[Subject] = []
         for subject in subjects:
             limits = subject.limits
             for kind in TOKEN_LIMITS:
                 limit = getattr(limits, kind)
                 if limit is not None:
-                    wait = await self._run("bucket", f"gw:{kind}:{subject.key}", limit / 60, limit, 1.0, 0.0)
-                    if wait > 0:
-                        raise OverLimit(
-                            f"{subject.key} is over its {kind.replace('_', ' ')} limit of {limit:g}; "
-                            f"retry in {wait:.0f} s.",
-                            retry_after=wait,
-                        )
-            for kind, (suffix, remaining, _) in windows.items():
+                    key = f"gw:{kind}:{subject.key}"
+                    checks.append((kind, limit, self._run("bucket", key, limit / 60, limit, 1.0, 0.0)))
+                    owners.append(subject)
+            for kind, (suffix, _, _) in windows.items():
                 limit = getattr(limits, kind)
                 if limit is not None:
-                    spent = await self._run("spent", f"gw:usd:{subject.key}:{suffix}")
-                    if spent >= limit:
-                        period = "day" if kind == "usd_per_day" else "month"
-                        raise OverLimit(
-                            f"{subject.key} has spent its budget of {limit:g} USD for this {period} "
-                            f"({spent:.2f} USD); it resets in {remaining / 3600:.1f} h.",
-                            retry_after=remaining,
-                        )
-        taken: list[Subject] = []
-        for subject in subjects:
-            limit = subject.limits.requests_per_minute
-            if limit is None:
-                continue
-            key = f"gw:requests_per_minute:{subject.key}"
-            wait = await self._run("bucket", key, limit / 60, limit, 1.0, 1.0)
-            if wait > 0:
-                for earlier in taken:  # give back what this refused call took
-                    rpm = earlier.limits.requests_per_minute or 1.0
-                    await self._run("bucket", f"gw:requests_per_minute:{earlier.key}", rpm / 60, rpm, ALWAYS, -1.0)
-                raise OverLimit(
-                    f"{subject.key} is over its limit of {limit:g} requests per minute; retry in {wait:.0f} s.",
-                    retry_after=wait,
+                    checks.append((kind, limit, self._run("spent", f"gw:usd:{subject.key}:{suffix}")))
+                    owners.append(subject)
+        if checks:
+            results = await asyncio.gather(*(awaitable for _, _, awaitable in checks))
+            for (kind, limit, _), subject, result in zip(checks, owners, results, strict=True):
+                if kind in TOKEN_LIMITS and result > 0:
+                    raise OverLimit(
+                        f"{subject.key} is over its {kind.replace('_', ' ')} limit of {limit:g}; "
+                        f"retry in {result:.0f} s.",
+                        retry_after=result,
+                    )
+                if kind in windows and result >= limit:
+                    period = "day" if kind == "usd_per_day" else "month"
+                    remaining = windows[kind][1]
+                    raise OverLimit(
+                        f"{subject.key} has spent its budget of {limit:g} USD for this {period} "
+                        f"({result:.2f} USD); it resets in {remaining / 3600:.1f} h.",
+                        retry_after=remaining,
+                    )
+        counted = [s for s in subjects if s.limits.requests_per_minute is not None]
+        if not counted:
+            return
+        waits = await asyncio.gather(
+            *(
+                self._run("bucket", f"gw:requests_per_minute:{s.key}", rpm / 60, rpm, 1.0, 1.0)
+                for s in counted
+                if (rpm := s.limits.requests_per_minute) is not None
+            )
+        )
+        refused = [(s, wait) for s, wait in zip(counted, waits, strict=True) if wait > 0]
+        if refused:
+            taken = [s for s, wait in zip(counted, waits, strict=True) if wait <= 0]
+            await asyncio.gather(  # give back what this refused call took
+                *(
+                    self._run("bucket", f"gw:requests_per_minute:{s.key}", rpm / 60, rpm, ALWAYS, -1.0)
+                    for s in taken
+                    if (rpm := s.limits.requests_per_minute) is not None
                 )
-            taken.append(subject)
+            )
+            subject, wait = refused[0]
+            raise OverLimit(
+                f"{subject.key} is over its limit of {subject.limits.requests_per_minute:g} requests per minute; "
+                f"retry in {wait:.0f} s.",
+                retry_after=wait,
+            )
 
     async def settle(self, subjects: list[Subject], usage: Usage | None, cost: float | None) -> None:
         """Charge a finished call's real tokens and cost."""
