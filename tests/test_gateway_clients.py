@@ -236,7 +236,8 @@ def test_cli_backs_off_on_429_and_retries(
     finally:
         stop.set()
         drainer.join()
-    assert refused.is_set(), "the agent was never refused"
+    # Whether the agent was refused is read from its rows, not from the drainer's flag: the
+    # agent can retry, succeed and exit before the drainer sees the 429 row committed.
     assert f"The file says {content}" in output
     rows = _rows(gateway, "cli-slow", agent, 3)
     statuses = [r["status_code"] for r in sorted(rows, key=lambda r: r["event_time"])]
