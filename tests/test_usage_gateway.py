@@ -24,7 +24,7 @@ import fake_providers as fp
 import httpx
 import polars as pl
 import pytest
-from gateway_support import ALICE, Fake, GatewayProcess, Process, endpoints_toml, wait_for
+from gateway_support import ALICE, Fake, GatewayProcess, Process, endpoints_toml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from test_usage import api_usage
 
@@ -32,7 +32,7 @@ from otel_ingest import otlp_json
 from otel_ingest.tables import Warehouse
 from otel_ingest.usage import query
 from otel_ingest.usage.store import UsageStore
-from support import Capture, Server, free_port, load_captures
+from support import Capture, Server, free_port, load_captures, wait_until
 
 USAGE_TABLE = "main.ai_gateway.usage"
 TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
@@ -207,7 +207,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ):
             pass
         world.gateway_calls["cursor"] += 2
-        wait_for(lambda: len(gateway.table(USAGE_TABLE)) >= before + 2, what="Cursor's usage rows")
+        wait_until(lambda: len(gateway.table(USAGE_TABLE)) >= before + 2, "Cursor's usage rows")
         # 3. A Claude Code session through the gateway with its telemetry off.
         _call(gateway, *AGENT_RUNS[0][4]({"model": "claude-sonnet-4-5", "session.id": "telemetry-off"}))
         world.gateway_calls["claude-code"] += 1
