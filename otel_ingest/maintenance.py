@@ -33,12 +33,12 @@ import deltalake
 import pyarrow as pa
 from deltalake.exceptions import CommitFailedError
 
+from otel_ingest.compaction import Compacted, compact
 from otel_ingest.tables import DELETED_FILE_RETENTION_PROPERTY, TableName, Warehouse, interval_seconds
-from otel_ingest.writer import POST_COMMIT
+from otel_ingest.writer import POST_COMMIT, RACE_RETRIES
 
 log = logging.getLogger("otel_ingest.maintenance")
 
-COMPACT_ATTEMPTS = 3
 MAINTENANCE_APP_ID = "otel-ingest-maintenance"
 # A pass renews its claim this often; a claim not renewed for STALE_SECONDS belongs to a
 # replica that died mid-pass. Renewals are empty commits: a handful per pass. The margin
@@ -110,7 +110,8 @@ def _record(table: deltalake.DeltaTable, claim: Claim) -> None:
     concurrent commit recorded the lease first."""
     empty = pa.Table.from_batches([], schema=pa.schema(table.schema().to_arrow()))
     properties = deltalake.CommitProperties(
-        app_transactions=[deltalake.Transaction(app_id=MAINTENANCE_APP_ID, version=claim.version())]
+        app_transactions=[deltalake.Transaction(app_id=MAINTENANCE_APP_ID, version=claim.version())],
+        max_commit_retries=RACE_RETRIES,  # lost races with appends are retried; only a claim conflicts
     )
     deltalake.write_deltalake(
         table, empty, mode="append", commit_properties=properties, post_commithook_properties=POST_COMMIT
@@ -187,7 +188,7 @@ def maintain(
         return MaintenanceReport(name=name, version=table.version(), skipped=busy)
     renewal = _Renewal(warehouse, name)
     try:
-        return _pass(table, name, retention_hours, started)
+        return _pass(table, name, retention_hours, started, warehouse.storage_options)
     finally:
         renewal.release()
 
@@ -197,31 +198,47 @@ def _vacuum(table: deltalake.DeltaTable, retention_hours: int | None, seconds: i
     # Vacuum judges "referenced" by the state it holds: load the commits made meanwhile.
     table.update_incremental()
     enforce = retention_hours is None  # an explicit override may undercut the table's property
+    # A vacuum commits its start and end to the log; under a stream of appends the default
+    # 15 lost races were not always enough (on moto S3 at load 16 one pass failed so).
+    commit = deltalake.CommitProperties(max_commit_retries=RACE_RETRIES)
     removed = 0
     if seconds < FULL_VACUUM_MIN_SECONDS:
         removed += len(
-            table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=enforce, full=False)
+            table.vacuum(
+                retention_hours=retention_hours,
+                dry_run=False,
+                enforce_retention_duration=enforce,
+                full=False,
+                commit_properties=commit,
+            )
         )
         retention_hours = max(1, FULL_VACUUM_MIN_SECONDS // 3600)
     removed += len(
-        table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=enforce, full=True)
+        table.vacuum(
+            retention_hours=retention_hours,
+            dry_run=False,
+            enforce_retention_duration=enforce,
+            full=True,
+            commit_properties=commit,
+        )
     )
     return removed
 
 
 def _pass(
-    table: deltalake.DeltaTable, name: TableName, retention_hours: int | None, started: float
+    table: deltalake.DeltaTable,
+    name: TableName,
+    retention_hours: int | None,
+    started: float,
+    storage_options: dict[str, str] | None = None,
 ) -> MaintenanceReport:
-    metrics: dict[str, int] = {}
-    for attempt in range(1, COMPACT_ATTEMPTS + 1):
-        try:
-            metrics = table.optimize.compact()
-            break
-        except Exception as exc:  # a concurrent commit: reload and try again
-            if attempt == COMPACT_ATTEMPTS:
-                log.warning("Compaction of %s gave up after %d conflicts: %s", name, attempt, exc)
-                break
-            table.update_incremental()
+    done = Compacted()
+    try:
+        # Tiered: merges recent small files, never rewrites the whole table (compaction.py).
+        done = compact(table, storage_options)
+    except Exception as exc:  # a failed merge leaves the table as it was; the next pass retries
+        log.warning("Compaction of %s failed: %s", name, exc)
+        table.update_incremental()
     retention = retention_of(table) if retention_hours is None else f"interval {retention_hours} hours"
     seconds = interval_seconds(retention)  # a malformed property stops here, before anything is deleted
     # Before the checkpoint: a checkpoint drops tombstones older than the retention, and the
@@ -233,8 +250,8 @@ def _pass(
     table.cleanup_metadata()
     report = MaintenanceReport(
         name=name,
-        files_removed=int(metrics.get("numFilesRemoved", 0)),
-        files_added=int(metrics.get("numFilesAdded", 0)),
+        files_removed=done.files_removed,
+        files_added=done.files_added,
         files_vacuumed=vacuumed,
         version=table.version(),
         retention=retention,

@@ -14,10 +14,16 @@ from pathlib import Path
 import deltalake
 import polars as pl
 import pyarrow as pa
-from load import PREFIX, TABLE, Load
+import pytest
+from deltalake.exceptions import CommitFailedError
+from load import PREFIX, TABLE, Load, logs_body
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from s3_server import start_s3
 from test_cli import run_cli
 
+from otel_ingest import compaction
+from otel_ingest.compaction import DataFile, active_files
+from otel_ingest.flatten import FLATTENERS
 from otel_ingest.maintenance import STALE_SECONDS, Claim, _record, claim, maintain
 from otel_ingest.schema import signal_schema
 from otel_ingest.tables import (
@@ -27,6 +33,7 @@ from otel_ingest.tables import (
     Warehouse,
     table_set,
 )
+from otel_ingest.writer import POST_COMMIT, WRITER_PROPERTIES
 from support import Server, load_captures, read_table, table_path
 
 
@@ -147,6 +154,21 @@ def test_concurrent_compactions_duplicate_rows_in_deltalake(tmp_path: Path) -> N
     assert first.optimize.compact()["numFilesRemoved"] == 5
     assert second.optimize.compact()["numFilesRemoved"] == 5  # no conflict raised
     assert sorted(pl.read_delta(location)["n"].to_list()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_two_tiered_compactions_of_one_version_store_each_row_once(tmp_path: Path) -> None:
+    """Ours, unlike deltalake's: should two compactions overlap (a lapsed lease), the second
+    commit conflicts (both carry the compaction's application id) and is dropped."""
+    location = str(tmp_path / "table")
+    table = deltalake.DeltaTable.create(location, pa.schema([("n", pa.int64())]))
+    for n in range(5):
+        deltalake.write_deltalake(table, pa.table({"n": [n]}), mode="append")
+    first, second = deltalake.DeltaTable(location), deltalake.DeltaTable(location)
+    assert compaction.compact(first, None).files_removed == 5
+    with pytest.raises(CommitFailedError, match="Concurrent transaction"):
+        compaction.compact(second, None)
+    assert sorted(pl.read_delta(location)["n"].to_list()) == [0, 1, 2, 3, 4]
+    assert [f.level for f in active_files(deltalake.DeltaTable(location))] == [1]
 
 
 def test_the_lease_lets_one_pass_run_at_a_time(tmp_path: Path) -> None:
@@ -297,3 +319,67 @@ def test_vacuum_deletes_unreferenced_files_only_when_an_hour_old(tmp_path: Path)
         os.utime(path, (time.time() - age, time.time() - age))
     assert maintain(store, TableName.parse(TABLE)).files_vacuumed == 1
     assert recent.exists() and not old.exists()
+
+
+def _commit_seqs(location: str, seqs: list[str]) -> None:
+    """One commit of one log record per seq, written as the server's writer writes."""
+    batch = FLATTENERS["logs"](ExportLogsServiceRequest.FromString(logs_body(seqs))).columns.finish()
+    deltalake.write_deltalake(
+        location,
+        pa.Table.from_batches([batch]),
+        mode="append",
+        writer_properties=WRITER_PROPERTIES,
+        post_commithook_properties=POST_COMMIT,
+    )
+
+
+def test_compaction_merges_new_files_and_never_rewrites_the_whole_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pass merges the files commits wrote since the last (level 0 -> 1); a level-1
+    file stays as it is until FANOUT of them have gathered, then they become one level-2
+    file. Rows read back by polars are exactly the committed ones after every pass, and
+    compacted files carry the min/max statistics readers prune with (commit files do not)."""
+    monkeypatch.setattr(compaction, "FANOUT", 3)  # fewer passes; the rule is the same
+    fanout = compaction.FANOUT
+    store = _short_retention_tables(tmp_path / "warehouse", "interval 2 hours")
+    name = TableName.parse(TABLE)
+    location = store.location(name)
+    committed: list[str] = []
+
+    def commit(files: int) -> None:
+        for _ in range(files):
+            seqs = [str(len(committed) + i) for i in range(5)]
+            _commit_seqs(location, seqs)
+            committed.extend(seqs)
+
+    def files() -> list[DataFile]:
+        return active_files(deltalake.DeltaTable(location))
+
+    def check_rows() -> None:
+        counts = _seqs(pl.read_delta(location))
+        assert set(counts) == set(committed) and set(counts.values()) == {1}
+
+    commit(4)
+    no_stats = pa.table(deltalake.DeltaTable(location).get_add_actions(flatten=True))
+    assert no_stats["num_records"].to_pylist() == [5] * 4  # Delta's record count stays
+    assert no_stats["min.time_unix_nano"].null_count == 4  # no min/max in commit files
+    report = maintain(store, name)
+    assert (report.files_removed, report.files_added) == (4, 1)
+    [first] = files()
+    assert first.level == 1
+    stats = pa.table(deltalake.DeltaTable(location).get_add_actions(flatten=True))
+    assert stats["min.time_unix_nano"].to_pylist()[0] is not None
+    check_rows()
+    for _ in range(fanout - 1):
+        commit(3)
+        report = maintain(store, name)
+        assert (report.files_removed, report.files_added) == (3, 1)  # only the new files
+        assert first in files()  # the older compacted file was not rewritten
+        check_rows()
+    assert sorted(f.level for f in files()) == [1] * fanout
+    commit(2)
+    report = maintain(store, name)
+    assert (report.files_removed, report.files_added) == (2 + fanout, 2)
+    assert sorted(f.level for f in files()) == [1, 2]
+    check_rows()
