@@ -1,27 +1,38 @@
-"""Storage footprint under a steady load, short retention vs Delta's default, side by side.
+"""Storage footprint under a steady load, short retention vs the default, side by side.
 
-    python bench/footprint.py [--minutes 10] [--rate 10] [--interval 30] [--retention 'interval 1 minute']
+    python bench/footprint.py [--minutes 10] [--rate 2] [--records 200] [--interval 5]
+                              [--retention "interval 15 seconds"]
 
-Two servers, each with its own warehouse and background maintenance every
-``--interval`` seconds, get the same steady load (``--rate`` requests/s each, captured
-requests of every client scaled to ~``--records`` records). Their tables differ only in
-their retentions: "short" keeps replaced files and log entries for ``--retention``;
-"7-day" keeps them as Delta does by default (files 7 days, log 1 day as otel-ingest
-used to). Every ``--sample`` seconds it prints, per server, the bytes in storage per
-record acknowledged so far, the number of objects (data files + log files) and the mean
-commit time over the last sample period (from /metrics). At the end both servers stop,
-each warehouse is compacted and vacuumed to the bone (``maintain --retention-hours 0``)
-to get the compacted size, and it prints storage / compacted and commit time at the end
-vs the start.
+Two servers, each with its own warehouse and background maintenance every ``--interval``
+seconds, get the same open-loop load: ``--rate`` requests/s each, sent on schedule
+whatever the answers take, of captured requests of every client scaled to ~``--records``
+records. Their tables differ only in their retentions: "short" keeps replaced files and
+log entries for ``--retention``; "default" keeps them for what ``tables create`` sets
+(two hours; within a 10-minute run that is the same as Delta's week: nothing expires).
 
-The run compresses time: a retention of minutes in a 10-minute run stands for a
-retention of hours in a table that lives for weeks (see docs/operations.md).
+Every ``--sample`` seconds it prints, per server, the bytes in storage per record
+acknowledged so far, the number of objects, and what storage is made of: live files of
+commits (level 0), live compacted files, replaced files not yet vacuumed, and the Delta
+log. At the end both servers stop and each table is compacted into one file and vacuumed
+to the bone (deltalake's own ``optimize.compact``, retention 0) to get the compacted size;
+it prints storage / compacted at every sample (records so far x compacted bytes/record)
+and the median commit time of the first and the last minute, from the servers' commit
+log lines.
+
+The run compresses time: a retention of seconds in a 10-minute run stands for a
+retention of hours in a table that lives for weeks (see docs/operations.md, Footprint).
+``--records`` sets how many records a commit holds, which sets the bytes per record a
+commit writes: 200-record requests at 2/s commit ~200 records per file, as a server
+taking ~15,000 records/s in 36-record requests does by group commit (while using far
+less of the shared machine's CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -29,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
+import deltalake
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,17 +50,19 @@ sys.path.insert(0, str(ROOT))
 
 from run import PREFIX, Payload, build_mix  # noqa: E402
 
-from otel_ingest.maintenance import maintain  # noqa: E402
+from otel_ingest.compaction import DataFile  # noqa: E402
 from otel_ingest.tables import (  # noqa: E402
     DELETED_FILE_RETENTION_PROPERTY,
     LOG_RETENTION_PROPERTY,
+    TABLE_DEFAULTS,
     Warehouse,
     interval_seconds,
     table_set,
 )
+from otel_ingest.writer import COMPACTED_WRITER_PROPERTIES  # noqa: E402
 from support import Server  # noqa: E402
 
-DELTA_DEFAULTS = {DELETED_FILE_RETENTION_PROPERTY: "interval 7 days", LOG_RETENTION_PROPERTY: "interval 1 day"}
+COMMITTED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) INFO otel_ingest\.writer: Committed .* in (\d+) ms")
 
 
 @dataclass
@@ -80,7 +94,6 @@ class Paced:
 
     def _client(self, index: int, started: float) -> None:
         host, port = self.url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=120)
         i = index  # client k sends requests k, k + clients, k + 2 clients, ... of the schedule
         while not self.stop.is_set():
             due = started + i / self.rate
@@ -95,28 +108,44 @@ class Paced:
             payload = self.mix[i % len(self.mix)]
             i += self.clients
             headers = {"content-type": "application/x-protobuf", "x-databricks-uc-table-name": payload.table}
-            connection.request("POST", f"/v1/{payload.signal}", body=payload.body, headers=headers)
-            response = connection.getresponse()
-            response.read()
+            # A connection idle longer than the server's keep-alive (5 s) is closed by it: one
+            # per request keeps the schedule exact at low rates (loopback connects are cheap).
+            connection = http.client.HTTPConnection(host, int(port), timeout=120)
+            try:
+                connection.request("POST", f"/v1/{payload.signal}", body=payload.body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except OSError:
+                status = 0
+            finally:
+                connection.close()
             with self.lock:
                 self.requests += 1
-                if response.status == 200:
+                if status == 200:
                     self.records += payload.records
                 else:
                     self.errors += 1
-        connection.close()
 
 
 @dataclass(frozen=True)
 class Storage:
-    data_bytes: int
-    log_bytes: int
-    data_files: int
-    log_files: int
+    """Bytes and objects in one warehouse, by what they are."""
+
+    commits: int = 0  # live files written by commits (level 0)
+    compacted: int = 0  # live files written by compaction
+    replaced: int = 0  # files no longer in the current version, not yet vacuumed
+    log: int = 0  # _delta_log: commit JSON and checkpoints
+    data_files: int = 0
+    log_files: int = 0
 
     @property
     def bytes(self) -> int:
-        return self.data_bytes + self.log_bytes
+        return self.commits + self.compacted + self.replaced + self.log
+
+    @property
+    def data_bytes(self) -> int:
+        return self.commits + self.compacted + self.replaced
 
     @property
     def objects(self) -> int:
@@ -124,30 +153,33 @@ class Storage:
 
 
 def storage(warehouse: Path) -> Storage:
-    data_bytes = log_bytes = data_files = log_files = 0
+    commits = compacted = replaced = log = data_files = log_files = 0
     for log_dir in warehouse.glob("*/*/*/_delta_log"):
-        for path in log_dir.parent.rglob("*"):
-            if not path.is_file():
+        root = log_dir.parent
+        try:
+            live = {a["path"] for a in pa.table(deltalake.DeltaTable(str(root)).get_add_actions()).to_pylist()}
+        except Exception:  # a log entry vacuumed between listing and reading: count all as live
+            live = None
+        for path in root.rglob("*"):
+            try:
+                size = path.stat().st_size if path.is_file() else -1
+            except FileNotFoundError:  # vacuumed meanwhile
+                continue
+            if size < 0:
                 continue
             if log_dir in path.parents:
                 log_files += 1
-                log_bytes += path.stat().st_size
+                log += size
+                continue
+            data_files += 1
+            relative = str(path.relative_to(root))
+            if live is not None and relative not in live:
+                replaced += size
+            elif DataFile(relative, size, 0).level:
+                compacted += size
             else:
-                data_files += 1
-                data_bytes += path.stat().st_size
-    return Storage(data_bytes, log_bytes, data_files, log_files)
-
-
-def commit_totals(server: Server) -> tuple[float, float]:
-    """(seconds, commits) summed over every table, from the server's /metrics."""
-    seconds = count = 0.0
-    for family in text_string_to_metric_families(server.ops.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == "otel_ingest_commit_seconds_sum":
-                seconds += sample.value
-            elif sample.name == "otel_ingest_commit_seconds_count":
-                count += sample.value
-    return seconds, count
+                commits += size
+    return Storage(commits, compacted, replaced, log, data_files, log_files)
 
 
 @dataclass(frozen=True)
@@ -155,7 +187,6 @@ class Sample:
     minutes: float
     records: int
     used: Storage
-    commit_ms: float  # mean over the sample period
 
 
 @dataclass
@@ -164,7 +195,6 @@ class Side:
     warehouse: Path
     server: Server
     load: Paced
-    commits: tuple[float, float] = (0.0, 0.0)
     samples: list[Sample] = field(default_factory=list)
 
 
@@ -176,100 +206,124 @@ def start_side(
     for signal, name in table_set(PREFIX).items():
         store.create_for_signal(name, signal)
         store.set_properties(name, properties)
-    # Hours compressed into minutes: the full vacuum (which also deletes unreferenced files)
-    # may use the short retention too; commits here take seconds, not a minute.
+    # Hours compressed into seconds: the full vacuum (which also deletes unreferenced files)
+    # may use the short retention too; commits here take seconds, not an hour.
     env = {"OTEL_INGEST_FULL_VACUUM_MIN_SECONDS": str(interval_seconds(properties[DELETED_FILE_RETENTION_PROPERTY]))}
-    server = Server(warehouse, "--maintenance-interval", str(args.interval), "--log-level", "warning", env=env)
+    server = Server(warehouse, "--maintenance-interval", str(args.interval), "--log-level", "info", env=env)
     return Side(label, warehouse, server, Paced(server.url, mix, args.rate, args.clients))
+
+
+def commit_times(server: Server) -> list[tuple[float, float]]:
+    """(seconds since the epoch, commit ms) of every commit, from the server's log."""
+    times = []
+    for line in server.log().splitlines():
+        match = COMMITTED.match(line)
+        if match:
+            at = time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
+            times.append((at, float(match.group(2))))
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="load time (default 10)")
-    parser.add_argument("--rate", type=float, default=10.0, help="requests/s to each server")
-    parser.add_argument("--clients", type=int, default=8, help="connections sharing that rate")
-    parser.add_argument("--records", type=int, default=20, help="records per request (captures are scaled)")
-    parser.add_argument("--interval", type=float, default=30.0, help="--maintenance-interval of both servers")
-    parser.add_argument("--retention", default="interval 1 minute", help="both retentions of the short side")
+    parser.add_argument("--rate", type=float, default=2.0, help="requests/s to each server")
+    parser.add_argument(
+        "--clients", type=int, default=16, help="connections sharing that rate (enough to stay on schedule)"
+    )
+    parser.add_argument("--records", type=int, default=200, help="records per request (captures are scaled)")
+    parser.add_argument("--interval", type=float, default=5.0, help="--maintenance-interval of both servers")
+    parser.add_argument("--retention", default="interval 15 seconds", help="both retentions of the short side")
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
     args = parser.parse_args()
     mix = build_mix(args.records)
     folder = Path(tempfile.mkdtemp(prefix="otel-footprint-"))
     short = {DELETED_FILE_RETENTION_PROPERTY: args.retention, LOG_RETENTION_PROPERTY: args.retention}
-    sides = [start_side("short", folder, short, args, mix), start_side("7-day", folder, DELTA_DEFAULTS, args, mix)]
+    sides = [start_side("short", folder, short, args, mix), start_side("default", folder, TABLE_DEFAULTS, args, mix)]
+    records = sum(p.records for p in mix) / len(mix)
     print(
-        f"{args.minutes:g} min at {args.rate:g} requests/s (~{args.rate * args.records:,.0f} records/s) to each "
-        f"server; maintenance every {args.interval:g} s; short retention {args.retention!r}; in {folder}",
+        f"{args.minutes:g} min at {args.rate:g} requests/s (~{args.rate * records:,.0f} records/s) to each "
+        f"server; maintenance every {args.interval:g} s; short retention {args.retention!r}, default "
+        f"{TABLE_DEFAULTS[DELETED_FILE_RETENTION_PROPERTY]!r}; in {folder}",
         flush=True,
     )
+    print(f"load average at the start: {_load()}", flush=True)
     header = (
-        f"{'min':>5} {'side':>6} {'records':>9} {'storage B/rec':>13} {'data files':>10} {'log files':>9} "
-        f"{'objects':>8} {'commit ms':>9}"
+        f"{'min':>5} {'side':>7} {'records':>9} {'B/rec':>6} {'objects':>7} {'data':>5} {'log':>5} "
+        f"{'commits MB':>10} {'compacted MB':>12} {'replaced MB':>11} {'log MB':>6}"
     )
     print(header)
     print("-" * len(header), flush=True)
     started = time.monotonic()
     for side in sides:
-        side.commits = commit_totals(side.server)
         side.load.start()
     end = started + args.minutes * 60
     try:
         while time.monotonic() < end:
             time.sleep(max(0.0, min(args.sample, end - time.monotonic())))
             for side in sides:
-                seconds, count = commit_totals(side.server)
-                window = (seconds - side.commits[0]) / max(1.0, count - side.commits[1]) * 1000
-                side.commits = (seconds, count)
-                sample = Sample((time.monotonic() - started) / 60, side.load.records, storage(side.warehouse), window)
+                sample = Sample((time.monotonic() - started) / 60, side.load.records, storage(side.warehouse))
                 side.samples.append(sample)
-                records = max(1, sample.records)
+                used = sample.used
                 print(
-                    f"{sample.minutes:5.1f} {side.label:>6} {sample.records:9,d} "
-                    f"{sample.used.bytes / records:13.1f} {sample.used.data_files:10,d} {sample.used.log_files:9,d} "
-                    f"{sample.used.objects:8,d} {window:9.1f}",
+                    f"{sample.minutes:5.1f} {side.label:>7} {sample.records:9,d} "
+                    f"{used.bytes / max(1, sample.records):6.1f} {used.objects:7,d} {used.data_files:5,d} "
+                    f"{used.log_files:5,d} {used.commits / 1e6:10.2f} {used.compacted / 1e6:12.2f} "
+                    f"{used.replaced / 1e6:11.2f} {used.log / 1e6:6.2f}",
                     flush=True,
                 )
     finally:
         for side in sides:
             side.load.join()
+        print(f"load average at the end: {_load()}", flush=True)
+        for side in sides:
             side.server.stop()
     for side in sides:
         report(side)
 
 
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def compact_fully(warehouse: Path) -> Storage:
+    """Every table compacted into as few files as deltalake makes, nothing else kept."""
+    for log_dir in warehouse.glob("*/*/*/_delta_log"):
+        table = deltalake.DeltaTable(str(log_dir.parent))
+        table.optimize.compact(writer_properties=COMPACTED_WRITER_PROPERTIES)
+        table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+    return storage(warehouse)
+
+
 def report(side: Side) -> None:
-    """The side's end state against its compacted size, and how the overhead evolved."""
+    """The side's end state against its compacted size, and commit times."""
     before = storage(side.warehouse)
-    warehouse = Warehouse(str(side.warehouse))
-    for name in table_set(PREFIX).values():
-        done = maintain(warehouse, name, retention_hours=0, force=True)  # the servers have stopped
-        assert done.skipped is None, done
-    compacted = storage(side.warehouse)
+    commits = commit_times(side.server)
+    compacted = compact_fully(side.warehouse)
     records = max(1, side.load.records)
-    # The data the table needs; the log left after clean-up depends on its own retention.
-    compacted_per_record = compacted.data_bytes / records
-    periods = max(1, len(side.samples) // 5)
-    first = sum(s.commit_ms for s in side.samples[:periods]) / periods
-    last = sum(s.commit_ms for s in side.samples[-periods:]) / periods
+    per_record = compacted.data_bytes / records  # the data the records need, compacted
+    first = [ms for at, ms in commits if at < commits[0][0] + 60] if commits else [0.0]
+    last = [ms for at, ms in commits if at >= commits[-1][0] - 60] if commits else [0.0]
     print(
         f"\n{side.label}: {side.load.records:,} records in {side.load.requests:,} requests "
-        f"({side.load.errors} errors, {side.load.late} sent >1 s late)\n"
-        f"  at the end: {before.bytes / records:.1f} B/record in storage "
-        f"({before.data_bytes / records:.1f} data + {before.log_bytes / records:.1f} log), "
-        f"{before.objects:,} objects ({before.data_files:,} data, {before.log_files:,} log)\n"
-        f"  compacted:  {compacted_per_record:.1f} B/record of data in {compacted.data_files} files; "
-        f"storage / compacted = {before.bytes / max(1, compacted.data_bytes):.2f}x "
-        f"(data only {before.data_bytes / max(1, compacted.data_bytes):.2f}x)\n"
-        f"  commit ms: first {periods} samples {first:.1f}, last {periods} samples {last:.1f} "
-        f"(end / start = {last / max(first, 1e-9):.2f})\n"
-        f"  overhead = storage - records so far x compacted B/record (what retention keeps), MB:"
+        f"({side.load.errors} errors, {side.load.late} sent >1 s late), {len(commits):,} commits\n"
+        f"  at the end: {before.bytes / records:.1f} B/record in storage, {before.objects:,} objects "
+        f"({before.data_files:,} data, {before.log_files:,} log); MB: commits {before.commits / 1e6:.2f}, "
+        f"compacted {before.compacted / 1e6:.2f}, replaced {before.replaced / 1e6:.2f}, log {before.log / 1e6:.2f}\n"
+        f"  compacted:  {per_record:.1f} B/record in {compacted.data_files} files; "
+        f"storage / compacted = {before.bytes / max(1, compacted.data_bytes):.2f}x\n"
+        f"  commit ms, median: first minute {statistics.median(first):.0f} ({len(first)} commits), "
+        f"last minute {statistics.median(last):.0f} ({len(last)}); "
+        f"end / start = {statistics.median(last) / max(statistics.median(first), 1e-9):.2f}\n"
+        f"  storage / compacted at each sample (records so far x {per_record:.1f} B/record):"
     )
     print(
         "   "
-        + "  ".join(
-            f"{s.minutes:.0f}m {(s.used.bytes - s.records * compacted_per_record) / 1e6:.2f}"
-            for s in side.samples[periods - 1 :: periods]
-        )
+        + "  ".join(f"{s.minutes:.1f}m {s.used.bytes / max(1.0, s.records * per_record):.2f}x" for s in side.samples)
+    )
+    print(
+        "   overhead MB (storage - compacted so far): "
+        + "  ".join(f"{(s.used.bytes - s.records * per_record) / 1e6:.1f}" for s in side.samples)
     )
 
 
