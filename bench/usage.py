@@ -7,31 +7,38 @@ tool_decision, tool_result in the captures' proportions, 50 users, 30+ days) int
 ``*_otel_logs`` Delta table in commits of 100k rows, then measures:
   (a) the first refresh of the derived tables (reads everything);
   (b) a refresh after ``--append`` new rows (one more commit): reads only that file;
-  (c) query latency for a 30-day range, as the dashboard API answers it (p50/p95 of 20,
-      warm), and the same for a 1-day range — the ratio shows the cost follows the range.
+  (c) the dashboard's ``/api/summary`` (every panel) for a 30-day range, in process through
+      Starlette's test client (p50/p95 of 20 calls after 2 warm-up calls), and the same for
+      a 1-day range — the ratio shows the cost follows the range.
+``--data DIR`` keeps the generated raw table and reuses it (each run refreshes a copy).
 The machine is shared: compare ratios, not absolute figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import deltalake
 import polars as pl
 import pyarrow as pa
+from starlette.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from otel_ingest.dashboard.app import DashboardSettings, create_dashboard_app  # noqa: E402
 from otel_ingest.schema import signal_schema  # noqa: E402
 from otel_ingest.tables import TableName, Warehouse  # noqa: E402
-from otel_ingest.usage import query  # noqa: E402
 from otel_ingest.usage.store import UsageStore  # noqa: E402
 
 EVENTS = ["user_prompt", "api_request", "assistant_response", "tool_decision", "tool_result"]
@@ -114,21 +121,48 @@ def _map(entries: pa.Array) -> pa.Array:
     )
 
 
-def timed(action: object) -> float:
-    started = time.perf_counter()
-    action()  # type: ignore[operator]
-    return time.perf_counter() - started
-
-
-def latency(store: UsageStore, filters: query.Filters, runs: int = 20) -> tuple[float, float]:
+def latency(call: Callable[[], object], runs: int = 20) -> tuple[float, float]:
+    """(p50, p95) seconds of ``runs`` calls, after two warm-up calls."""
+    for _ in range(2):
+        call()
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        usage = query.load(store, filters)
-        query.group(usage.calls, ["day", "agent", "model"])
+        call()
         samples.append(time.perf_counter() - started)
     samples.sort()
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+    return statistics.median(samples), samples[math.ceil(0.95 * len(samples)) - 1]
+
+
+def generate(raw: Path, rows: int, days: int, commit_rows: int) -> int:
+    """The raw table under ``raw`` (kept between runs with --data: generation is slow)."""
+    warehouse = Warehouse(str(raw))
+    name = TableName.parse("main.bench.claude_otel_logs")
+    location = warehouse.location(name)
+    written = 0
+    if deltalake.DeltaTable.is_deltatable(location):
+        start_ns = int(deltalake.DeltaTable(location).metadata().configuration["bench.start_ns"])
+        written = pl.scan_delta(location).select(pl.len()).collect().item()
+        if written == rows:
+            print(f"reusing {written:,} raw log rows in {raw}")
+            return start_ns
+        if written > rows:
+            shutil.rmtree(raw / "main")
+            written = 0
+    if not written:
+        warehouse.create_for_signal(name, "logs")
+        start_ns = (time.time_ns() // DAY_NS - days) * DAY_NS
+        deltalake.DeltaTable(location).alter.set_table_properties(
+            {"bench.start_ns": str(start_ns)}, raise_if_not_exists=False
+        )
+    # Rows are a function of their index: an interrupted generation goes on where it stopped.
+    started = time.perf_counter()
+    while written < rows:
+        n = min(commit_rows, rows - written)
+        deltalake.write_deltalake(location, synthetic_logs(n, start_ns, days, written), mode="append")
+        written += n
+    print(f"wrote {written:,} raw log rows in {time.perf_counter() - started:.1f} s")
+    return start_ns
 
 
 def main() -> None:
@@ -137,39 +171,58 @@ def main() -> None:
     parser.add_argument("--append", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--commit-rows", type=int, default=100_000)
+    parser.add_argument("--data", type=Path, help="keep the generated raw table here and reuse it next time")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--generate-only", action="store_true", help="write the raw table into --data and stop")
     args = parser.parse_args()
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as folder:
-        warehouse = Warehouse(folder)
-        name = TableName.parse("main.bench.claude_otel_logs")
-        warehouse.create_for_signal(name, "logs")
-        location = warehouse.location(name)
-        start_ns = (time.time_ns() // DAY_NS - args.days) * DAY_NS
-        written = 0
-        started = time.perf_counter()
-        while written < args.rows:
-            n = min(args.commit_rows, args.rows - written)
-            deltalake.write_deltalake(location, synthetic_logs(n, start_ns, args.days, written), mode="append")
-            written += n
-        print(f"wrote {written:,} raw log rows in {time.perf_counter() - started:.1f} s")
+        raw = args.data or Path(folder) / "raw"
+        start_ns = generate(raw, args.rows, args.days, args.commit_rows)
+        if args.generate_only:
+            return
+        # Each run refreshes a copy: the raw table stays as generated.
+        root = Path(folder) / "warehouse"
+        shutil.copytree(raw / "main", root / "main")
+        warehouse = Warehouse(str(root))
+        location = warehouse.location(TableName.parse("main.bench.claude_otel_logs"))
         store = UsageStore(warehouse)
         first = store.refresh()
         print(
             f"(a) first refresh: {first.seconds:.2f} s for {first.rows_read:,} rows "
             f"({first.rows_read / first.seconds:,.0f} rows/s); added {first.added}"
         )
-        deltalake.write_deltalake(location, synthetic_logs(args.append, start_ns, args.days, 10**9), mode="append")
-        second = store.refresh()
-        print(f"(b) refresh after {args.append:,} new rows: {second.seconds:.3f} s, {second.files_read} file read")
-        end = datetime.now(UTC) + timedelta(days=1)
-        month = query.Filters(since=end - timedelta(days=31), until=end)
-        day = query.Filters(since=end - timedelta(days=2), until=end - timedelta(days=1))
-        latency(store, month, 2)  # warm
-        p50, p95 = latency(store, month)
-        d50, d95 = latency(store, day)
+        seconds = []
+        for round_ in range(3):
+            rows = synthetic_logs(args.append, start_ns, args.days, 10**9 + round_ * args.append)
+            deltalake.write_deltalake(location, rows, mode="append")
+            second = store.refresh()
+            seconds.append(second.seconds)
         print(
-            f"(c) 30-day query: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
+            f"(b) refresh after {args.append:,} new rows (3 rounds): "
+            f"{' / '.join(f'{s:.3f}' for s in seconds)} s, {second.files_read} file read each"
+        )
+        end = datetime.now(UTC) + timedelta(days=1)
+        app = create_dashboard_app(DashboardSettings(warehouse, refresh_seconds=3600))
+        with TestClient(app) as client:
+
+            def summary(since: datetime, until: datetime) -> Callable[[], object]:
+                params = {"since": since.isoformat(), "until": until.isoformat()}
+
+                def call() -> object:
+                    response = client.get("/api/summary", params=params)
+                    assert response.status_code == 200, response.text
+                    return response.json()
+
+                return call
+
+            p50, p95 = latency(summary(end - timedelta(days=31), end), args.runs)
+            d50, d95 = latency(summary(end - timedelta(days=2), end - timedelta(days=1)), args.runs)
+        print(
+            f"(c) dashboard /api/summary, 30-day range: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
             f"1-day: p50 {d50 * 1000:.0f} ms, p95 {d95 * 1000:.0f} ms; ratio 30d/1d p50 {p50 / d50:.1f}"
         )
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ bearer token (scripts) or the session cookie set by signing in once on ``/login`
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import csv
 import io
@@ -24,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import polars as pl
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -43,6 +45,9 @@ log = logging.getLogger("otel_ingest.dashboard")
 
 COOKIE = "otel_ingest_session"
 SESSION_SECONDS = 12 * 3600
+# Facts of recently shown ranges kept in memory (dropped when the derived tables change).
+CACHE_ENTRIES = 4
+CACHE_BYTES = 512 * 2**20
 STATIC_FILES = {"dashboard.js": "text/javascript", "chart.umd.min.js": "text/javascript", "dashboard.css": "text/css"}
 
 
@@ -90,6 +95,10 @@ class Dashboard:
         self.auth = Authenticator(settings.tokens)
         self.sessions = Sessions()
         self._refresh_lock = threading.Lock()
+        self._cache: collections.OrderedDict[tuple[query.Filters, tuple[int, ...]], query.Usage] = (
+            collections.OrderedDict()
+        )
+        self._cache_lock = threading.Lock()
         self.last_refresh: datetime | None = None
 
     # ------------------------------------------------------------------ access
@@ -129,27 +138,53 @@ class Dashboard:
         finally:
             self._refresh_lock.release()
 
+    def _load(self, filters: query.Filters) -> query.Usage:
+        """``query.load``, kept for the next requests of the same range until a refresh
+        (here or in any other process) commits a new version of the derived tables. The
+        page asks for whole days, so every viewer of a range shares one entry."""
+        versions = tuple(
+            -1 if (table := self.store.snapshot(name)) is None else table.version()
+            for name in ("model_calls", "activity")
+        )
+        key = (filters, versions)
+        with self._cache_lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+                return found
+        usage = query.load(self.store, filters)
+        size = usage.calls.estimated_size() + usage.activity.estimated_size()
+        if size <= CACHE_BYTES:
+            with self._cache_lock:
+                self._cache[key] = usage
+                while len(self._cache) > CACHE_ENTRIES or (
+                    len(self._cache) > 1
+                    and sum(u.calls.estimated_size() + u.activity.estimated_size() for u in self._cache.values())
+                    > CACHE_BYTES
+                ):
+                    self._cache.popitem(last=False)
+        return usage
+
+    def _readable_rows(self, frame: pl.DataFrame, principal: Principal | None) -> pl.DataFrame:
+        """The rows of the table sets the principal may read (decided once per table set)."""
+        if principal is None or not frame.height:
+            return frame
+        allowed = [t for t in frame["table_set"].unique().to_list() if self.readable(principal, t)]
+        return frame.filter(pl.col("table_set").is_in(allowed))
+
     def usage(self, request: Request, principal: Principal | None) -> tuple[query.Usage, dict[str, list[str]]]:
         """The usage in the request's time range and filters, and the values the filters offer."""
         params = request.query_params
         now = datetime.now(UTC)
         since = query.parse_time(params["since"]) if params.get("since") else now - timedelta(days=30)
         until = query.parse_time(params["until"], end=True) if params.get("until") else None
-        everything = query.load(self.store, query.Filters(since=since, until=until))
-        calls = (
-            everything.calls.filter([self.readable(principal, t) for t in everything.calls["table_set"].to_list()])
-            if everything.calls.height
-            else everything.calls
-        )
-        activity = (
-            everything.activity.filter(
-                [self.readable(principal, t) for t in everything.activity["table_set"].to_list()]
-            )
-            if everything.activity.height
-            else everything.activity
-        )
+        everything = self._load(query.Filters(since=since, until=until))
+        calls = self._readable_rows(everything.calls, principal)
+        activity = self._readable_rows(everything.activity, principal)
         options = {
-            key: sorted({v for v in (*calls[key].to_list(), *activity[key].to_list()) if v is not None})
+            key: sorted(
+                v for v in pl.concat([calls.select(key), activity.select(key)])[key].unique().to_list() if v is not None
+            )
             for key in ("agent", "user", "model", "table_set")
         }
         for key, column in (("agent", "agent"), ("user", "user"), ("model", "model"), ("table_set", "table_set")):
@@ -158,9 +193,7 @@ class Dashboard:
             if wanted:
                 calls = calls.filter(calls[column].is_in(wanted))
                 activity = activity.filter(activity[column].is_in(wanted))
-        mismatches = everything.mismatches
-        if mismatches.height:
-            mismatches = mismatches.filter([self.readable(principal, t) for t in mismatches["table_set"].to_list()])
+        mismatches = self._readable_rows(everything.mismatches, principal)
         return query.Usage(calls, activity, mismatches), options
 
 

@@ -39,7 +39,14 @@ def _clean(value: Any) -> Any:
 
 
 def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
+    rows = frame.to_dicts()
+    # Only float and time columns need cleaning (NaN/inf → null, times → ISO 8601).
+    dirty = [name for name, dtype in frame.schema.items() if dtype.is_float() or dtype.is_temporal()]
+    if dirty:
+        for row in rows:
+            for name in dirty:
+                row[name] = _clean(row[name])
+    return rows
 
 
 def _leaderboard(calls: pl.DataFrame, key: str) -> pl.DataFrame:

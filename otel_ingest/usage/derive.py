@@ -17,6 +17,7 @@ includes reasoning. Each agent's own counting is converted here and nowhere else
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import polars as pl
@@ -82,6 +83,31 @@ CUMULATIVE = "AGGREGATION_TEMPORALITY_CUMULATIVE"
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
+
+
+def _blake2b(texts: pl.Series) -> pl.Series:
+    memo: dict[str | None, str] = {}
+    out = []
+    for text in texts.to_list():
+        digest = memo.get(text)
+        if digest is None:
+            digest = hashlib.blake2b((text or "").encode("utf-8"), digest_size=16).hexdigest()
+            memo[text] = digest
+        out.append(digest)
+    return pl.Series(out, dtype=pl.String)
+
+
+def stable_digest(column: pl.Expr) -> pl.Expr:
+    """A MAP column's entries, in their stored order, as a blake2b digest (32 hex digits).
+
+    Fact and series ids are stored and compared across refreshes, processes and versions:
+    ``Expr.hash()`` is documented as stable only within one polars version, so a polars
+    upgrade would give every record a new id (the anti-join would keep resent records
+    twice, and a CUMULATIVE series would restart from zero). blake2b is specified (RFC 7693).
+    Key and value are separated by U+001F, entries by U+001E; a null value is U+0000."""
+    entry = pl.element().struct.field("key") + "\x1f" + pl.element().struct.field("value").fill_null("\x00")
+    text = column.list.eval(entry).list.join("\x1e")
+    return text.map_batches(_blake2b, return_dtype=pl.String)
 
 
 def _entries(column: pl.Expr) -> pl.Expr:
@@ -203,7 +229,7 @@ def _log_base(raw: pl.DataFrame, context: Context) -> pl.DataFrame:
         pl.col("observed_time_unix_nano"),
         _entries(pl.col("attributes")).alias("a"),
         _entries(pl.col("resource").struct.field("attributes")).alias("r"),
-        pl.col("attributes").hash().alias("attributes_hash"),
+        stable_digest(_entries(pl.col("attributes"))).alias("attributes_hash"),
     )
     frame = frame.with_columns(
         pl.coalesce(_get("a", "event.name")).str.replace(r"^(claude_code|gemini_cli|codex)\.", "").alias("event")
@@ -539,8 +565,8 @@ def _metric_points(raw: pl.DataFrame, context: Context) -> pl.DataFrame:
         field("aggregation_temporality").alias("temporality"),
         _entries(field("attributes")).alias("a"),
         _entries(pl.col("resource").struct.field("attributes")).alias("r"),
-        field("attributes").hash().alias("attributes_hash"),
-        pl.col("resource").struct.field("attributes").hash().alias("resource_hash"),
+        stable_digest(_entries(field("attributes"))).alias("attributes_hash"),
+        stable_digest(_entries(pl.col("resource").struct.field("attributes"))).alias("resource_hash"),
     )
     frame = frame.with_columns(
         agent_expr(_get("r", "service.name")).alias("agent"),

@@ -189,11 +189,13 @@ def cost_source(sources: pl.Expr) -> pl.Expr:
 
 def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     """One row per group: the JSON contract of ``otel-ingest usage --json``."""
-    frame = (
-        with_periods(calls)
-        if calls.height
-        else calls.with_columns(pl.lit(None, pl.String).alias("week"), pl.lit(None, pl.String).alias("month"))
-    )
+    frame = calls
+    if "week" in by or "month" in by:
+        frame = (
+            with_periods(calls)
+            if calls.height
+            else calls.with_columns(pl.lit(None, pl.String).alias("week"), pl.lit(None, pl.String).alias("month"))
+        )
     if "block" in by:
         frame = with_blocks(frame)
     aggregations = [

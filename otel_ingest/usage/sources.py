@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import deltalake
+import polars as pl
 import pyarrow.fs as pafs
 
 from otel_ingest.schema import SIGNALS, TABLE_SUFFIXES, Signal
@@ -51,6 +52,15 @@ class Changes:
     version: int
     files: list[str] = field(default_factory=list)
     full: bool = False
+    # Each file's size in bytes (from the add actions), so a large read goes in batches.
+    sizes: list[int] = field(default_factory=list)
+
+
+def _everything(table: RawTable, since: int, delta: deltalake.DeltaTable) -> Changes:
+    """Every file of the table's current version (a first or a full read)."""
+    actions = pl.DataFrame(delta.get_add_actions(flatten=True))
+    sizes = actions["size_bytes"].to_list() if actions.height else []
+    return Changes(table, since, delta.version(), list(delta.file_uris()), full=True, sizes=sizes)
 
 
 def filesystem(warehouse: Warehouse) -> tuple[pafs.FileSystem, str]:
@@ -148,9 +158,7 @@ def changes(warehouse: Warehouse, table: RawTable, since: int) -> Changes:
     if version <= since:
         return result
     if since < 0:
-        result.full = True
-        result.files = list(delta.file_uris())
-        return result
+        return _everything(table, since, delta)
     fs, _ = filesystem(warehouse)
     log_path = location.split("://", 1)[1] if "://" in location else location
     for each in range(since + 1, version + 1):
@@ -160,7 +168,7 @@ def changes(warehouse: Warehouse, table: RawTable, since: int) -> Changes:
                 text = stream.read().decode("utf-8")
         except (FileNotFoundError, OSError):
             # The commit was cleaned from the log: read the whole table again.
-            return Changes(table, since, version, list(delta.file_uris()), full=True)
+            return _everything(table, since, delta)
         for line in text.splitlines():
             if not line.strip():
                 continue
@@ -168,9 +176,10 @@ def changes(warehouse: Warehouse, table: RawTable, since: int) -> Changes:
             add = action.get("add")
             if add and add.get("dataChange", True):
                 result.files.append(_join(location, add["path"]))
+                result.sizes.append(int(add.get("size") or 0))
             remove = action.get("remove")
             if remove and remove.get("dataChange", True):
-                return Changes(table, since, version, list(delta.file_uris()), full=True)
+                return _everything(table, since, delta)
     return result
 
 

@@ -15,6 +15,7 @@ version read — like the ingestion writer's commits. So:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
 # ahead of the facts derived from them.
 COMMIT_ORDER = ("model_calls", "activity", "points")
 COMMIT_ATTEMPTS = 5
+# Raw files are read in groups of about this many (compressed) bytes.
+READ_BATCH_BYTES = 32 * 2**20
 
 
 @dataclass
@@ -61,6 +64,8 @@ class UsageStore:
     def __init__(self, warehouse: Warehouse, pricer: Pricer | None = None) -> None:
         self.warehouse = warehouse
         self.pricer = pricer or Pricer()
+        self._snapshots: dict[str, deltalake.DeltaTable] = {}
+        self._lock = threading.Lock()
 
     def location(self, name: str) -> str:
         return derived_location(self.warehouse, name)
@@ -89,12 +94,30 @@ class UsageStore:
                 raise
             return deltalake.DeltaTable(location, storage_options=options)
 
+    def snapshot(self, name: str) -> deltalake.DeltaTable | None:
+        """The derived table at its latest version, None if it does not exist yet. The
+        DeltaTable is kept between calls and brought up to date incrementally (only the log
+        entries after the version it holds are read), so a warm reader does not replay the
+        log or re-read a checkpoint on every query."""
+        with self._lock:
+            table = self._snapshots.get(name)
+            if table is None:
+                location = self.location(name)
+                if not deltalake.DeltaTable.is_deltatable(location, self.warehouse.storage_options):
+                    return None
+                table = deltalake.DeltaTable(location, storage_options=self.warehouse.storage_options)
+                self._snapshots[name] = table
+            else:
+                table.update_incremental()
+            return table
+
     def scan(self, name: str) -> pl.LazyFrame:
         """The derived table (empty if it does not exist yet)."""
-        location = self.location(name)
-        if not deltalake.DeltaTable.is_deltatable(location, self.warehouse.storage_options):
+        table = self.snapshot(name)
+        if table is None:
             return derive.empty(TABLES[name]).lazy()
-        return pl.scan_delta(location, storage_options=self.warehouse.storage_options)
+        with self._lock:
+            return pl.scan_delta(table)
 
     # ----------------------------------------------------------------- refresh
 
@@ -128,9 +151,9 @@ class UsageStore:
                 found = changes(self.warehouse, table, since)
                 if found.version <= since:
                     continue
-                frames = self._derive(found, derived["points"])
+                frames, rows = self._derive(found, derived["points"])
                 result.files_read += len(found.files)
-                result.rows_read += frames.pop("_rows").height
+                result.rows_read += rows
                 if found.full and since >= 0:
                     rebuilds.append((table, {n: frames[n] for n in targets}, found.version))
                     continue
@@ -140,10 +163,13 @@ class UsageStore:
         for table, frames, version in rebuilds:
             for name in COMMIT_ORDER:
                 if name in frames:
+                    frame = frames[name]
+                    if name != "points":  # the table's facts are replaced: unique among themselves
+                        frame = frame.unique(subset=["fact_id"], keep="first", maintain_order=True)
                     self._commit(
-                        derived[name], frames[name], [deltalake.Transaction(app_id(table), version)], replace=table.key
+                        derived[name], frame, [deltalake.Transaction(app_id(table), version)], replace=table.key
                     )
-                    result.added[name] = result.added.get(name, 0) + frames[name].height
+                    result.added[name] = result.added.get(name, 0) + frame.height
         for name in COMMIT_ORDER:
             if not transactions[name]:
                 continue
@@ -154,13 +180,45 @@ class UsageStore:
             result.added[name] = result.added.get(name, 0) + frame.height
         return result
 
-    def _read(self, found: Changes) -> pl.DataFrame:
-        if not found.files:
+    def _read(self, files: list[str]) -> pl.DataFrame:
+        if not files:
             return pl.DataFrame()
-        return pl.read_parquet(found.files, storage_options=self.warehouse.storage_options, hive_partitioning=False)
+        return pl.read_parquet(files, storage_options=self.warehouse.storage_options, hive_partitioning=False)
 
-    def _derive(self, found: Changes, points: deltalake.DeltaTable) -> dict[str, pl.DataFrame]:
-        raw = self._read(found)
+    @staticmethod
+    def _batches(found: Changes) -> list[list[str]]:
+        """The files in groups of about ``READ_BATCH_BYTES``: a first refresh of millions of
+        rows never holds all raw rows (and their attribute entries) in memory at once.
+        Metrics stay one batch: CUMULATIVE increases chain from one point to the next."""
+        if found.table.signal == "metrics" or len(found.sizes) != len(found.files):
+            return [found.files]
+        batches: list[list[str]] = [[]]
+        size = 0
+        for path, bytes_ in zip(found.files, found.sizes, strict=True):
+            if batches[-1] and size + bytes_ > READ_BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(path)
+            size += bytes_
+        return batches
+
+    def _derive(self, found: Changes, points: deltalake.DeltaTable) -> tuple[dict[str, pl.DataFrame], int]:
+        """The facts derived from the files in ``found``, and the number of raw rows read."""
+        parts: dict[str, list[pl.DataFrame]] = {name: [] for name in COMMIT_ORDER}
+        rows = 0
+        for files in self._batches(found):
+            raw = self._read(files)
+            rows += raw.height
+            for name, frame in self._derive_batch(found, raw, points).items():
+                parts[name].append(frame)
+            del raw
+        frames = {
+            name: pl.concat(each, how="vertical") if len(each) > 1 else each[0] if each else derive.empty(TABLES[name])
+            for name, each in parts.items()
+        }
+        return frames, rows
+
+    def _derive_batch(self, found: Changes, raw: pl.DataFrame, points: deltalake.DeltaTable) -> dict[str, pl.DataFrame]:
         table = found.table
         context = derive.Context(table.table_set, table.key)
         calls, activity, latest = (
@@ -191,12 +249,7 @@ class UsageStore:
                         else previous
                     )
                 calls, activity, latest = derive.from_metrics(raw, context, previous)
-        return {
-            "model_calls": self.price(calls),
-            "activity": activity,
-            "points": latest,
-            "_rows": pl.DataFrame({"n": [0] * raw.height}),
-        }
+        return {"model_calls": self.price(calls), "activity": activity, "points": latest}
 
     def price(self, calls: pl.DataFrame) -> pl.DataFrame:
         """Estimate the cost of calls that carry none (and reprice reported ones where an
@@ -308,8 +361,17 @@ class UsageStore:
         frame = frame.unique(subset=["fact_id"], keep="first", maintain_order=True)
         if not frame.height:
             return frame
+        # A fact id determines its time (both come from the same record), so only stored
+        # facts at one of the new facts' times can match: the day partitions prune files,
+        # the time filter row groups and rows, and only those rows' ids are read.
         days = frame["day"].unique().to_list()
-        existing = self.scan(name).filter(pl.col("day").is_in(days)).select("fact_id").collect()
+        times = frame["time"].unique()
+        existing = (
+            self.scan(name)
+            .filter(pl.col("day").is_in(days), pl.col("time").is_in(times.implode()))
+            .select("fact_id")
+            .collect()
+        )
         if not existing.height:
             return frame
         return frame.join(existing, on="fact_id", how="anti")

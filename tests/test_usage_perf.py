@@ -1,0 +1,132 @@
+"""The usage model's storage layout and read path: stable fact ids, batched first reads,
+the dashboard's warm cache. Each test compares against an independent computation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from otel_ingest.dashboard.app import Dashboard, DashboardSettings
+from otel_ingest.tables import Warehouse
+from otel_ingest.usage import query, store
+from otel_ingest.usage.store import UsageStore
+from support import Server, load_captures
+
+FIRST = ("cc_hello", "gemini_hello", "codex_hello")
+LATER = ("cc_tool", "cc_retry_503")
+SERVER_ARGS = ("--auto-create", "--default-traces-table", "main.telemetry.gemini_otel_spans")
+EVERYTHING = query.Filters(since=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def _replay(server: Server, runs: tuple[str, ...]) -> None:
+    for run in runs:
+        for capture in load_captures(run):
+            response = server.replay(capture)
+            assert response.status_code == 200, (capture.id, response.text)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse of raw tables only (no derived tables), from real captures."""
+    folder = tmp_path_factory.mktemp("perf") / "warehouse"
+    server = Server(folder, *SERVER_ARGS)
+    try:
+        _replay(server, FIRST + LATER)
+    finally:
+        server.stop()
+    return folder
+
+
+def _copy(raw: Path, into: Path) -> Path:
+    shutil.copytree(raw / "main", into / "main")
+    return into
+
+
+def _facts(warehouse: Path) -> dict[str, pl.DataFrame]:
+    usage = UsageStore(Warehouse(str(warehouse)))
+    return {
+        name: usage.scan(name).collect().sort(by)
+        for name, by in (("model_calls", "fact_id"), ("activity", "fact_id"), ("points", "series_id"))
+    }
+
+
+def test_fact_ids_are_stable_digests_across_processes(raw: Path, tmp_path: Path) -> None:
+    """Two refreshes in two processes with different hash seeds store the same ids, and a
+    log fact's id is ``<table>:<time ns>:<observed ns>:<blake2b of its attributes>`` as
+    docs/usage.md defines it, computed here with hashlib alone."""
+    copies = [_copy(raw, tmp_path / f"copy{seed}") for seed in (1, 2)]
+    for seed, copy in zip((1, 2), copies, strict=True):
+        command = [sys.executable, "-m", "otel_ingest", "usage", "--refresh-only", "--warehouse", str(copy)]
+        done = subprocess.run(
+            command, env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+    first, second = (_facts(copy) for copy in copies)
+    for name in first:
+        assert first[name].height > 0, name
+        assert first[name].equals(second[name]), name
+
+    table = "main.telemetry.claude_otel_logs"
+    logs = pl.read_delta(str(raw / "main" / "telemetry" / "claude_otel_logs"))
+    expected = set()
+    for row in logs.iter_rows(named=True):
+        attributes = row["attributes"]
+        entries = attributes.items() if isinstance(attributes, dict) else [(e["key"], e["value"]) for e in attributes]
+        text = "\x1e".join(f"{key}\x1f{chr(0) if value is None else value}" for key, value in entries)
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+        time_ns = row["time_unix_nano"] or row["observed_time_unix_nano"]
+        expected.add(f"{table}:{time_ns}:{row['observed_time_unix_nano'] or ''}:{digest}")
+    stored = {
+        fact
+        for name in ("model_calls", "activity")
+        for fact in first[name].filter(pl.col("source_table") == table)["fact_id"].to_list()
+    }
+    assert stored, "no facts from the Claude Code logs"
+    assert stored <= expected
+
+
+def test_first_refresh_in_batches_equals_one_read(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first refresh reads the raw files in batches of about READ_BATCH_BYTES; one file
+    per batch gives the same facts as everything at once."""
+    whole = _copy(raw, tmp_path / "whole")
+    monkeypatch.setattr(store, "READ_BATCH_BYTES", 10**12)
+    UsageStore(Warehouse(str(whole))).refresh()
+    batched = _copy(raw, tmp_path / "batched")
+    monkeypatch.setattr(store, "READ_BATCH_BYTES", 1)
+    result = UsageStore(Warehouse(str(batched))).refresh()
+    assert result.files_read > result.raw_tables  # several files per table, so several batches
+    one, many = _facts(whole), _facts(batched)
+    for name in one:
+        assert one[name].equals(many[name]), name
+
+
+def test_dashboard_cache_serves_until_the_derived_tables_change(tmp_path: Path) -> None:
+    """The dashboard keeps a range's facts between requests, and a refresh that commits new
+    facts (from any process) makes the next request read them."""
+    folder = tmp_path / "warehouse"
+    server = Server(folder, *SERVER_ARGS)
+    try:
+        _replay(server, FIRST)
+        dashboard = Dashboard(DashboardSettings(Warehouse(str(folder))))
+        UsageStore(Warehouse(str(folder))).refresh()  # another process's store
+        before = dashboard._load(EVERYTHING)
+        assert dashboard._load(EVERYTHING) is before
+        fresh = query.load(UsageStore(Warehouse(str(folder))), EVERYTHING)
+        assert before.calls.equals(fresh.calls) and before.activity.equals(fresh.activity)
+        _replay(server, LATER)
+    finally:
+        server.stop()
+    UsageStore(Warehouse(str(folder))).refresh()
+    after = dashboard._load(EVERYTHING)
+    fresh = query.load(UsageStore(Warehouse(str(folder))), EVERYTHING)
+    assert after is not before
+    assert after.calls.height > before.calls.height
+    assert after.calls.equals(fresh.calls) and after.activity.equals(fresh.activity)
