@@ -121,6 +121,9 @@ def plan(files: list[DataFile], target: int) -> list[tuple[int, list[DataFile]]]
 
 def compact(table: deltalake.DeltaTable, storage_options: dict[str, str] | None) -> Compacted:
     """Run one pass of tiered compaction on ``table`` (its lease held by the caller)."""
+    if table.metadata().partition_columns:  # made elsewhere: merges here ignore partitions
+        metrics = table.optimize.compact(writer_properties=COMPACTED_WRITER_PROPERTIES)
+        return Compacted(int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"]), 1)
     done = Compacted()
     # deltalake's own object-store client (local folder or S3, same options as the table);
     # used directly, as its pyarrow wrapper cannot write in deltalake 1.6.6.

@@ -171,6 +171,21 @@ def test_two_tiered_compactions_of_one_version_store_each_row_once(tmp_path: Pat
     assert [f.level for f in active_files(deltalake.DeltaTable(location))] == [1]
 
 
+def test_a_partitioned_table_is_compacted_by_deltalake_per_partition(tmp_path: Path) -> None:
+    """otel-ingest makes unpartitioned tables; one made elsewhere with partitions is left to
+    deltalake's compaction, which keeps each partition's rows in its own files."""
+    location = str(tmp_path / "table")
+    for n in range(3):
+        deltalake.write_deltalake(
+            location, pa.table({"n": [n, n + 10], "p": ["a", "b"]}), mode="append", partition_by=["p"]
+        )
+    done = compaction.compact(deltalake.DeltaTable(location), None)
+    assert (done.files_removed, done.files_added) == (6, 2)
+    frame = pl.read_delta(location)
+    assert sorted(frame.filter(pl.col("p") == "b")["n"].to_list()) == [10, 11, 12]
+    assert sorted(frame["n"].to_list()) == [0, 1, 2, 10, 11, 12]
+
+
 def test_the_lease_lets_one_pass_run_at_a_time(tmp_path: Path) -> None:
     """Of two replicas that loaded the same version, one claim wins; a held claim makes
     every other pass skip until it is released or lapses; a background pass also gives
