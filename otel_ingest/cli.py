@@ -164,7 +164,18 @@ def _add_usage_commands(commands: Any) -> None:
     usage = commands.add_parser(
         "usage", help="coding-agent usage report: tokens and cost by day, agent, model, user, session"
     )
-    usage.add_argument("period", nargs="?", choices=["daily", "weekly", "monthly", "session", "blocks"], default=None)
+    usage.add_argument(
+        "period",
+        nargs="?",
+        choices=["daily", "weekly", "monthly", "session", "blocks", "prices"],
+        default=None,
+        help="a report, or 'prices': write the prices table the SQL views join (docs/usage.md)",
+    )
+    usage.add_argument(
+        "--table",
+        default="main.telemetry.usage_prices",
+        help="usage prices: the table to write [default main.telemetry.usage_prices]",
+    )
     usage.add_argument(
         "--by", default=None, help="group by any of agent,model,user,session,day,week,month,block,table_set"
     )
@@ -432,7 +443,7 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
     from otel_ingest.usage.store import UsageStore
 
     try:
-        keys = report.group_keys(args.period, args.by)
+        keys = report.group_keys(None if args.period == "prices" else args.period, args.by)
         filters = query.Filters(
             since=query.parse_time(args.since) if args.since else None,
             until=query.parse_time(args.until, end=True) if args.until else None,
@@ -452,6 +463,8 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
                 f"{refreshed.rows_read:,} rows; added {refreshed.added} in {refreshed.seconds:.2f} s."
             )
             return 0
+    if args.period == "prices":
+        return _usage_prices(store, filters, args)
     usage = query.load(store, filters)
     items = report.rows(usage, keys)
     if args.json:
@@ -463,6 +476,44 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
         for note in (report.unpriced_note(usage), report.mismatch_note(usage)):
             if note:
                 print(note, file=sys.stderr)
+    return 0
+
+
+def _usage_prices(store: Any, filters: Any, args: argparse.Namespace) -> int:
+    """``otel-ingest usage prices``: the rates of every (agent, model) in the facts, by day."""
+    import datetime as dt
+
+    import deltalake
+    import polars as pl
+
+    from otel_ingest.usage import prices_table, query
+
+    facts = (
+        query.Filters(since=filters.since, until=filters.until, agents=filters.agents, models=filters.models)
+        .apply(store.scan("model_calls"))
+        .filter(pl.col("model").is_not_null())
+        .select("agent", "model", "day")
+        .collect()
+    )
+    if not facts.height:
+        raise ConfigError("No model calls in this range: nothing to price (see otel-ingest usage).")
+    first = filters.since.date() if filters.since else dt.date.fromisoformat(str(facts["day"].min()))
+    last = max(dt.date.fromisoformat(str(facts["day"].max())), query.today())
+    prices = prices_table.table(store.pricer, facts.select("agent", "model").unique().iter_rows(), first, last)
+    if args.csv:
+        print(pl.from_arrow(prices).write_csv(), end="")  # type: ignore[union-attr]
+        return 0
+    try:
+        name = TableName.parse(args.table)
+    except ValueError as error:
+        raise ConfigError(f"--table {args.table!r}: {error}") from error
+    location = store.warehouse.location(name)
+    if store.warehouse.is_local:
+        os.makedirs(location, exist_ok=True)
+    deltalake.write_deltalake(
+        location, prices, mode="overwrite", schema_mode="overwrite", storage_options=store.warehouse.storage_options
+    )
+    print(f"Wrote {prices.num_rows} prices of {facts.select('agent', 'model').n_unique()} models to {name}.")
     return 0
 
 

@@ -1,15 +1,22 @@
 """schemas/views/*.sql run unchanged in real engines — Spark SQL (pyspark, local mode) and
-DuckDB — over the same raw rows, and give the numbers of ``otel-ingest usage``.
+DuckDB — over the same raw rows and the prices table written by ``otel-ingest usage
+prices``, and give the numbers of ``otel-ingest usage``: calls, tokens and cost per table
+set, agent and model, for table sets with events (metrics as cross-check) and with metrics
+only (the fallback).
 
-DuckDB gets one compatibility macro (``timestamp_micros``, a Spark function) and reads
-the Delta tables' rows through polars (its delta extension cannot be downloaded here);
-Spark reads the Parquet files of the tables' current snapshots."""
+DuckDB gets one compatibility macro (``timestamp_micros``, a Spark function) and reads the
+Delta tables' rows through polars (its delta extension cannot be downloaded here); Spark
+reads the Parquet files of the tables' current snapshots. pyspark is installed by .ci/run;
+without it the Spark test is skipped, except in CI (``CI`` set), where it fails."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +24,17 @@ import deltalake
 import polars as pl
 import pytest
 
+from otel_ingest.tables import TableName, Warehouse
 from support import Server, load_captures
 
 VIEWS = Path(__file__).resolve().parent.parent / "schemas" / "views"
-VIEW_ORDER = ("usage_model_calls.sql", "usage_activity.sql", "usage_by_day.sql")
+VIEW_ORDER = ("usage_events.sql", "usage_model_calls.sql", "usage_activity.sql", "usage_by_day.sql")
 RUNS = ("cc_hello", "cc_tool", "gemini_hello", "codex_hello", "codex_json")
 PREFIXES = ("claude", "gemini", "codex")
 SIGNALS = ("logs", "metrics")
+# Events and metrics; and the same metrics alone (the logs tables exist, empty).
+SCHEMAS = ("telemetry", "metrics_only")
+PRICES = "main.telemetry.usage_prices"
 SUMS = ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
 
@@ -35,35 +46,89 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for run in RUNS:
             for capture in load_captures(run):
                 assert server.replay(capture).status_code == 200
+                if capture.signal == "metrics":
+                    headers = [
+                        (
+                            k,
+                            str(capture.table).replace(".telemetry.", ".metrics_only.")
+                            if k.lower().endswith("-name")
+                            else v,
+                        )
+                        for k, v in capture.headers
+                        if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")
+                    ]
+                    assert server.client.post(capture.path, content=capture.body, headers=headers).status_code == 200
     finally:
         server.stop()
+    for prefix in PREFIXES:
+        Warehouse(str(folder)).create_for_signal(TableName("main", "metrics_only", f"{prefix}_otel_logs"), "logs")
+    out = _usage(folder, "prices", "--table", PRICES)
+    assert out.startswith("Wrote "), out
     return folder
+
+
+def _usage(warehouse: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "otel_ingest", "usage", *args, "--warehouse", str(warehouse)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _views(catalog: str, schema: str, prefix: str) -> list[str]:
     statements = []
     for name in VIEW_ORDER:
         sql = (VIEWS / name).read_text()
+        sql = sql.replace("<catalog>.<schema>.usage_prices", f"{catalog}.telemetry.usage_prices")
         sql = sql.replace("<catalog>", catalog).replace("<schema>", schema).replace("<table_prefix>", prefix)
         statements.append(sql.strip().rstrip(";"))
     return statements
 
 
-def _report(warehouse: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "otel_ingest", "usage", "--json", "--by", "agent,model", "--warehouse", str(warehouse)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {(r["agent"], r["model"]): {c: r[c] for c in SUMS} for r in json.loads(out)}
+def _report(warehouse: Path) -> dict[tuple[str, ...], dict[str, Any]]:
+    items = json.loads(_usage(warehouse, "--json", "--by", "table_set,agent,model"))
+    return {(r["table_set"].split(".")[1], r["agent"], r["model"]): _numbers(r) for r in items}
 
 
-def _rows_to_dict(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(r[0], r[1]): dict(zip(SUMS, (int(v) for v in r[2:]), strict=True)) for r in rows}
+def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+    cost = row["cost_usd"]
+    return {
+        **{c: int(row[c]) for c in SUMS},
+        "cost_usd": None if cost is None else pytest.approx(float(cost), rel=1e-9),
+    }
 
 
-_TOTALS = "SELECT agent, model, " + ", ".join(f"SUM({c})" for c in SUMS)
+_TOTALS = "SELECT schema_name, agent, model, " + ", ".join(f"SUM({c}) AS {c}" for c in (*SUMS, "cost_usd"))
+_UNION = " UNION ALL ".join(
+    f"SELECT '{s}' AS schema_name, * FROM <catalog>.{s}.{p}_usage_by_day" for s in SCHEMAS for p in PREFIXES
+)
+
+
+def _query(catalog: str) -> str:
+    return f"{_TOTALS} FROM ({_UNION.replace('<catalog>', catalog)}) AS u GROUP BY schema_name, agent, model"
+
+
+def _rows_to_dict(rows: list[tuple[Any, ...]]) -> dict[tuple[str, ...], dict[str, Any]]:
+    names = (*SUMS, "cost_usd")
+    result = {}
+    for r in rows:
+        values = dict(zip(names, r[3:], strict=True))
+        cost = values["cost_usd"]
+        result[(r[0], r[1], r[2])] = {
+            **{c: int(values[c]) for c in SUMS},
+            "cost_usd": None if cost is None else float(cost),
+        }
+    return result
+
+
+def _tables(warehouse: Path) -> Iterator[tuple[str, str, Path]]:
+    """(schema, table, location) of every table the views read."""
+    yield "telemetry", "usage_prices", warehouse / "main" / "telemetry" / "usage_prices"
+    for schema in SCHEMAS:
+        for prefix in PREFIXES:
+            for signal in SIGNALS:
+                yield schema, f"{prefix}_otel_{signal}", warehouse / "main" / schema / f"{prefix}_otel_{signal}"
 
 
 def test_views_in_duckdb_equal_the_report(warehouse: Path) -> None:
@@ -72,54 +137,72 @@ def test_views_in_duckdb_equal_the_report(warehouse: Path) -> None:
     connection = duckdb.connect()
     connection.execute("CREATE MACRO timestamp_micros(x) AS make_timestamp(x)")
     connection.execute("ATTACH ':memory:' AS lake")
-    connection.execute("CREATE SCHEMA lake.telemetry")
-    for prefix in PREFIXES:
-        for signal in SIGNALS:
-            frame = pl.read_delta(str(warehouse / "main" / "telemetry" / f"{prefix}_otel_{signal}"))
-            connection.register("raw", frame)
-            connection.execute(f"CREATE TABLE lake.telemetry.{prefix}_otel_{signal} AS SELECT * FROM raw")
-            connection.unregister("raw")
-        for statement in _views("lake", "telemetry", prefix):
-            connection.execute(statement)
-    union = " UNION ALL ".join(f"SELECT * FROM lake.telemetry.{p}_usage_by_day" for p in PREFIXES)
-    rows = connection.execute(f"{_TOTALS} FROM ({union}) GROUP BY agent, model").fetchall()
-    assert _rows_to_dict(rows) == _report(warehouse)
+    for schema in SCHEMAS:
+        connection.execute(f"CREATE SCHEMA lake.{schema}")
+    for schema, table, location in _tables(warehouse):
+        connection.register("raw", pl.read_delta(str(location)))
+        connection.execute(f"CREATE TABLE lake.{schema}.{table} AS SELECT * FROM raw")
+        connection.unregister("raw")
+    for schema in SCHEMAS:
+        for prefix in PREFIXES:
+            for statement in _views("lake", schema, prefix):
+                connection.execute(statement)
+    report = _report(warehouse)
+    assert {k[0] for k in report} == set(SCHEMAS)
+    assert _rows_to_dict(connection.execute(_query("lake")).fetchall()) == report
     prompts = connection.execute(
         "SELECT COUNT(*) FROM lake.telemetry.claude_usage_activity WHERE kind = 'prompt'"
     ).fetchone()
     assert prompts is not None and prompts[0] > 0
-    claude_cost = connection.execute("SELECT SUM(cost_usd) FROM lake.telemetry.claude_usage_model_calls").fetchone()
-    assert claude_cost is not None and claude_cost[0] > 0
 
 
-def test_views_in_spark_sql_equal_the_report(warehouse: Path, tmp_path: Path) -> None:
-    pyspark_sql = pytest.importorskip("pyspark.sql", reason="pyspark is a test dependency (see docs/usage.md)")
-    spark = (
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local SparkSession for the module (starting one costs seconds of JVM)."""
+    if os.environ.get("CI"):
+        import pyspark.sql as pyspark_sql  # CI installs pyspark (.ci/run): never skip there
+    else:
+        pyspark_sql = pytest.importorskip("pyspark.sql", reason="pyspark: .venv/bin/pip install -e '.[spark]'")
+    folder = tmp_path_factory.mktemp("spark")
+    session = (
         pyspark_sql.SparkSession.builder.master("local[1]")
         .appName("otel-ingest-views")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.warehouse.dir", str(tmp_path / "spark-warehouse"))
+        .config("spark.sql.warehouse.dir", str(folder / "spark-warehouse"))
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={tmp_path}")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.default.parallelism", "1")
+        .config("spark.sql.adaptive.enabled", "false")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={folder}")
         .getOrCreate()
     )
-    try:
-        spark.sql("CREATE DATABASE IF NOT EXISTS spark_catalog.telemetry")
+    yield session
+    session.stop()
+
+
+def test_views_in_spark_sql_equal_the_report(warehouse: Path, spark: Any) -> None:
+    started = time.perf_counter()
+    logs_schema = None
+    for schema in SCHEMAS:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS spark_catalog.{schema}")
+    for schema, table, location in _tables(warehouse):
+        files = deltalake.DeltaTable(str(location)).file_uris()
+        if files:
+            frame = spark.read.parquet(*files)
+            if table.endswith("_otel_logs"):
+                logs_schema = frame.schema
+        else:  # the metrics-only table sets' empty logs tables
+            frame = spark.createDataFrame([], logs_schema)
+        frame.createOrReplaceTempView("raw")
+        spark.sql(f"CREATE TABLE spark_catalog.{schema}.{table} USING parquet AS SELECT * FROM raw")
+    for schema in SCHEMAS:
         for prefix in PREFIXES:
-            for signal in SIGNALS:
-                files = deltalake.DeltaTable(
-                    str(warehouse / "main" / "telemetry" / f"{prefix}_otel_{signal}")
-                ).file_uris()
-                spark.read.parquet(*files).write.mode("overwrite").saveAsTable(
-                    f"spark_catalog.telemetry.{prefix}_otel_{signal}"
-                )
-            for statement in _views("spark_catalog", "telemetry", prefix):
+            for statement in _views("spark_catalog", schema, prefix):
                 spark.sql(statement)
-        union = " UNION ALL ".join(f"SELECT * FROM spark_catalog.telemetry.{p}_usage_by_day" for p in PREFIXES)
-        rows = [tuple(r) for r in spark.sql(f"{_TOTALS} FROM ({union}) AS u GROUP BY agent, model").collect()]
-        assert _rows_to_dict(rows) == _report(warehouse)
-        kinds = {r[0] for r in spark.sql("SELECT kind FROM spark_catalog.telemetry.claude_usage_activity").collect()}
-        assert {"prompt", "tool_call", "tool_decision", "lines_added"} <= kinds
-    finally:
-        spark.stop()
+    rows = [tuple(r) for r in spark.sql(_query("spark_catalog")).collect()]
+    assert _rows_to_dict(rows) == _report(warehouse)
+    kinds = {r[0] for r in spark.sql("SELECT kind FROM spark_catalog.telemetry.claude_usage_activity").collect()}
+    assert {"prompt", "tool_call", "tool_decision", "lines_added"} <= kinds
+    print(f"Spark SQL: tables, views and queries in {time.perf_counter() - started:.1f} s")

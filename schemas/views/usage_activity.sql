@@ -1,23 +1,9 @@
 -- What the agents of one table set did: prompts, tool decisions and calls, API errors
--- (from *_otel_logs), lines of code, commits and pull requests (Claude Code's DELTA
--- metrics in *_otel_metrics). Spark SQL / Databricks SQL; replace the placeholders.
+-- (from <table_prefix>_usage_events), lines of code, commits and pull requests (Claude
+-- Code's DELTA metrics in *_otel_metrics). Spark SQL / Databricks SQL; replace the placeholders.
 CREATE OR REPLACE VIEW <catalog>.<schema>.<table_prefix>_usage_activity AS
-WITH events AS (
-  SELECT
-    CASE WHEN time_unix_nano > 0 THEN time_unix_nano ELSE observed_time_unix_nano END AS time_ns,
-    CASE
-      WHEN lower(resource.attributes['service.name']) LIKE 'claude-code%' THEN 'claude-code'
-      WHEN lower(resource.attributes['service.name']) LIKE 'gemini-cli%' THEN 'gemini-cli'
-      WHEN lower(resource.attributes['service.name']) LIKE 'codex%' THEN 'codex'
-      ELSE resource.attributes['service.name']
-    END AS agent,
-    regexp_replace(attributes['event.name'], '^(claude_code|gemini_cli|codex)[.]', '') AS event,
-    attributes AS a,
-    resource.attributes AS r
-  FROM <catalog>.<schema>.<table_prefix>_otel_logs
-),
-facts AS (
-  SELECT time_ns, agent, a, r,
+WITH facts AS (
+  SELECT time, day, table_set, agent, user, session, a,
     CASE
       WHEN event = 'user_prompt' THEN 'prompt'
       WHEN event = 'tool_decision' THEN 'tool_decision'
@@ -27,9 +13,17 @@ facts AS (
         AND COALESCE(a['http.response.status_code'], a['status'], '200') NOT LIKE '2%' THEN 'api_error'
     END AS kind,
     CAST(1.0 AS DOUBLE) AS value
-  FROM events
+  FROM <catalog>.<schema>.<table_prefix>_usage_events
   UNION ALL
-  SELECT sum.time_unix_nano, 'claude-code', sum.attributes, resource.attributes,
+  SELECT
+    timestamp_micros(CAST(FLOOR(sum.time_unix_nano / 1000) AS BIGINT)),
+    CAST(CAST(timestamp_micros(CAST(FLOOR(sum.time_unix_nano / 1000) AS BIGINT)) AS DATE) AS STRING),
+    '<catalog>.<schema>.<table_prefix>',
+    'claude-code',
+    COALESCE(sum.attributes['user.email'], sum.attributes['user.id'], resource.attributes['user.email'],
+             resource.attributes['user.id']),
+    COALESCE(sum.attributes['session.id'], resource.attributes['session.id']),
+    sum.attributes,
     CASE
       WHEN name = 'claude_code.lines_of_code.count' AND sum.attributes['type'] = 'added' THEN 'lines_added'
       WHEN name = 'claude_code.lines_of_code.count' AND sum.attributes['type'] = 'removed' THEN 'lines_removed'
@@ -42,14 +36,7 @@ facts AS (
   WHERE name LIKE 'claude_code.%' AND sum.value <> 0
 )
 SELECT
-  timestamp_micros(CAST(FLOOR(time_ns / 1000) AS BIGINT)) AS time,
-  CAST(CAST(timestamp_micros(CAST(FLOOR(time_ns / 1000) AS BIGINT)) AS DATE) AS STRING) AS day,
-  '<catalog>.<schema>.<table_prefix>' AS table_set,
-  agent,
-  COALESCE(a['user.email'], a['user.id'], r['user.email'], r['user.id'], a['installation.id'], r['enduser.id'],
-           a['enduser.id']) AS user,
-  COALESCE(a['session.id'], r['session.id'], a['conversation.id'], a['gen_ai.conversation.id']) AS session,
-  kind,
+  time, day, table_set, agent, user, session, kind,
   COALESCE(a['tool_name'], a['function_name'], a['tool']) AS tool,
   a['decision'] AS decision,
   CASE WHEN kind = 'api_error' THEN FALSE WHEN a['success'] IS NOT NULL THEN lower(a['success']) IN ('true', '1') END
