@@ -131,7 +131,12 @@ def _tables(warehouse: Path) -> Iterator[tuple[str, str, Path]]:
                 yield schema, f"{prefix}_otel_{signal}", warehouse / "main" / schema / f"{prefix}_otel_{signal}"
 
 
-def test_views_in_duckdb_equal_the_report(warehouse: Path) -> None:
+@pytest.fixture(scope="module")
+def report(warehouse: Path) -> dict[tuple[str, ...], dict[str, Any]]:
+    return _report(warehouse)
+
+
+def test_views_in_duckdb_equal_the_report(warehouse: Path, report: dict[tuple[str, ...], dict[str, Any]]) -> None:
     import duckdb
 
     connection = duckdb.connect()
@@ -147,7 +152,6 @@ def test_views_in_duckdb_equal_the_report(warehouse: Path) -> None:
         for prefix in PREFIXES:
             for statement in _views("lake", schema, prefix):
                 connection.execute(statement)
-    report = _report(warehouse)
     assert {k[0] for k in report} == set(SCHEMAS)
     assert _rows_to_dict(connection.execute(_query("lake")).fetchall()) == report
     prompts = connection.execute(
@@ -164,6 +168,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     else:
         pyspark_sql = pytest.importorskip("pyspark.sql", reason="pyspark: .venv/bin/pip install -e '.[spark]'")
     folder = tmp_path_factory.mktemp("spark")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only, and no warning about it
     session = (
         pyspark_sql.SparkSession.builder.master("local[1]")
         .appName("otel-ingest-views")
@@ -182,27 +187,27 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     session.stop()
 
 
-def test_views_in_spark_sql_equal_the_report(warehouse: Path, spark: Any) -> None:
+def test_views_in_spark_sql_equal_the_report(
+    warehouse: Path, spark: Any, report: dict[tuple[str, ...], dict[str, Any]]
+) -> None:
     started = time.perf_counter()
-    logs_schema = None
     for schema in SCHEMAS:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS spark_catalog.{schema}")
     for schema, table, location in _tables(warehouse):
-        files = deltalake.DeltaTable(str(location)).file_uris()
-        if files:
-            frame = spark.read.parquet(*files)
-            if table.endswith("_otel_logs"):
-                logs_schema = frame.schema
+        # The tables' folders hold exactly their current Parquet files (nothing compacted
+        # or removed here); Spark skips _delta_log. No copy: the catalog points at them.
+        name = f"spark_catalog.{schema}.{table}"
+        if deltalake.DeltaTable(str(location)).file_uris():
+            spark.catalog.createTable(name, path=str(location), source="parquet")
         else:  # the metrics-only table sets' empty logs tables
-            frame = spark.createDataFrame([], logs_schema)
-        frame.createOrReplaceTempView("raw")
-        spark.sql(f"CREATE TABLE spark_catalog.{schema}.{table} USING parquet AS SELECT * FROM raw")
+            schema_of = spark.table(f"spark_catalog.telemetry.{table}").schema
+            spark.catalog.createTable(name, path=str(location), source="parquet", schema=schema_of)
     for schema in SCHEMAS:
         for prefix in PREFIXES:
             for statement in _views("spark_catalog", schema, prefix):
                 spark.sql(statement)
     rows = [tuple(r) for r in spark.sql(_query("spark_catalog")).collect()]
-    assert _rows_to_dict(rows) == _report(warehouse)
+    assert _rows_to_dict(rows) == report
     kinds = {r[0] for r in spark.sql("SELECT kind FROM spark_catalog.telemetry.claude_usage_activity").collect()}
     assert {"prompt", "tool_call", "tool_decision", "lines_added"} <= kinds
     print(f"Spark SQL: tables, views and queries in {time.perf_counter() - started:.1f} s")
