@@ -15,11 +15,13 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from google.rpc import code_pb2
 from starlette.applications import Starlette
@@ -48,6 +50,8 @@ from otel_ingest.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from otel_ingest.handoff import DIRECTORY_VARIABLE as HANDOFF_DIRECTORY
+from otel_ingest.handoff import Handoff
 from otel_ingest.maintenance import maintain
 from otel_ingest.monitoring import Monitoring, access_log, log_field
 from otel_ingest.readiness import Readiness
@@ -371,9 +375,10 @@ async def _maintain_forever(writer: Writer, interval: float) -> None:
                 log.warning("Background maintenance of %s failed; will try again.", table.name, exc_info=True)
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(settings: Settings, handoff_directory: Path | None = None) -> ASGIApp:
     """Build the ASGI app; tables in ``settings.create_tables`` are created at start-up.
-    ``settings.ops_port`` must be the port the ops listener is bound to."""
+    ``settings.ops_port`` must be the port the ops listener is bound to. With
+    ``handoff_directory`` (``--workers N``), each table is committed by one worker (handoff.py)."""
     warehouse = Warehouse(settings.warehouse, dict(settings.storage_options))
     monitoring = Monitoring()
     services = Services(
@@ -398,9 +403,17 @@ def create_app(settings: Settings) -> ASGIApp:
             settings.commit_max_delay,
             max(settings.commit_max_delay, settings.commit_max_backoff),
         )
+        handoff = Handoff(handoff_directory, settings.workers) if handoff_directory is not None else None
         services.writer = Writer(
-            services.warehouse, settings.auto_create, policy, services.monitoring, settings.auto_create_max_tables
+            services.warehouse,
+            settings.auto_create,
+            policy,
+            services.monitoring,
+            settings.auto_create_max_tables,
+            handoff,
         )
+        if handoff is not None:
+            await handoff.serve(services.writer.hand_in)
         if not services.authenticator.enabled:
             log.warning(
                 "No token file: accepting unauthenticated writes on %s%s.",
@@ -425,6 +438,8 @@ def create_app(settings: Settings) -> ASGIApp:
             services.readiness.close()
             log.info("Shutting down: committing buffered rows.")
             await services.writer.close()
+            if handoff is not None:  # after the last commit answered the rows handed to it
+                handoff.close()
             log.info("All accepted rows are committed.")
 
     handlers: dict[object, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -452,7 +467,8 @@ def create_app_from_environment() -> ASGIApp:
     """App factory for ``serve --workers N``: each worker rebuilds the parent's settings."""
     settings = Settings.from_environment()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    handoff_directory = os.environ.get(HANDOFF_DIRECTORY)
+    return create_app(settings, Path(handoff_directory) if handoff_directory else None)
 
 
 def configure_logging(level: str) -> None:

@@ -18,6 +18,7 @@ import resource
 import secrets
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from otel_ingest.app import configure_logging
 from otel_ingest.auth import TokenFileError, load_token_file
 from otel_ingest.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings
 from otel_ingest.errors import IngestError, TableNotFound
+from otel_ingest.handoff import DIRECTORY_VARIABLE as HANDOFF_DIRECTORY
 from otel_ingest.maintenance import DELTA_DEFAULT_RETENTION, maintain
 from otel_ingest.schema import DDLError, parse_ddl
 from otel_ingest.tables import (
@@ -288,8 +290,11 @@ def _serve(settings: Settings) -> int:
     if settings.workers > 1:
         # Worker processes import the app by name and rebuild the settings from this variable.
         os.environ.update(settings.to_environment())
-        config = uvicorn.Config("otel_ingest.app:create_app_from_environment", factory=True, **options)
-        Multiprocess(config, sockets=sockets).run()
+        # The workers' slot locks and sockets, for one committer per table (handoff.py).
+        with tempfile.TemporaryDirectory(prefix="otel-ingest-workers-") as handoff_directory:
+            os.environ[HANDOFF_DIRECTORY] = handoff_directory
+            config = uvicorn.Config("otel_ingest.app:create_app_from_environment", factory=True, **options)
+            Multiprocess(config, sockets=sockets).run()
         return 0
     server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     server.run(sockets=sockets)

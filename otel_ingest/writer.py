@@ -14,6 +14,9 @@ an ambiguous failure first asks the table whether the commit landed, and never
 writes the rows twice. If the retries fail, every request in the commit gets
 ``Unavailable`` (503) and, since the transaction never committed, none of its rows
 ever becomes visible.
+
+With ``--workers N`` a table is committed by one worker only; the others hand their
+gathered rows to it instead of committing (handoff.py).
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import deltalake
 import pyarrow as pa
 
 from otel_ingest.errors import ClientError, Forbidden, TableNotFound, Unavailable
-from otel_ingest.flatten.common import Columns
+from otel_ingest.flatten.common import BatchColumns, Columns
+from otel_ingest.handoff import Channel, Handoff, OwnerLost, OwnerUnreachable
 from otel_ingest.monitoring import Monitoring
 from otel_ingest.schema import Signal
 from otel_ingest.tables import TableName, Warehouse
@@ -103,6 +109,9 @@ class Queued:
     writer: TableWriter
     rows: Columns
     size: int
+    # Rows handed off by another worker carry its transaction (writer id, sequence), which
+    # the commit records next to ours so that the sender can tell whether they landed.
+    txn: tuple[str, int] | None = None
     queued_at: float = field(default_factory=time.monotonic)
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -123,17 +132,28 @@ class TableWriter:
         location: str,
         storage_options: dict[str, str] | None = None,
         monitoring: Monitoring | None = None,
+        signal: Signal = "logs",
+        owner: Path | None = None,
     ) -> None:
+        """``owner``: the socket of the worker that commits this table, if not this one."""
         self.name = name
+        self.signal = signal
         self.monitoring = monitoring or Monitoring()
         self.table = table
         self.location = location
         self.storage_options = storage_options
         self.policy = policy
         self.app_id = f"otel-ingest-{uuid.uuid4()}"
+        # Set when another worker commits this table: rows are handed to it (handoff.py).
+        self._channel = Channel(owner, name, signal, self.app_id) if owner is not None else None
+        self._handing_off: set[asyncio.Task[None]] = set()
+        self._committing = asyncio.Lock()
         self._sequence = 0
         self._last_commit = 0.0
-        self.delay = policy.max_delay  # the current delay between commits, see _adapt
+        self._opened_at = table.version()
+        # The current delay between commits, see _adapt. A worker that hands its rows to the
+        # table's owner does so at once: the owner's commit delay gathers them.
+        self.delay = policy.max_delay if owner is None else 0.0
         self._queue: list[Queued] = []
         self._queued_rows = 0
         self._queued_bytes = 0
@@ -141,11 +161,12 @@ class TableWriter:
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"commit {name}")
 
-    def submit(self, rows: Columns, size: int) -> Queued:
-        """Queue rows (``size``: their OTLP bytes); their ``done`` resolves when committed."""
+    def submit(self, rows: Columns, size: int, txn: tuple[str, int] | None = None) -> Queued:
+        """Queue rows (``size``: their OTLP bytes); their ``done`` resolves when committed.
+        ``txn``: the transaction of the worker that handed the rows off (see ``Queued``)."""
         if self._closing:
             raise Unavailable("The server is shutting down; retry in a moment.")
-        queued = Queued(self, rows, size)
+        queued = Queued(self, rows, size, txn)
         # Read the outcome even if nobody awaits it any more (a request answered 503 at its
         # deadline), so asyncio does not report a never-retrieved exception.
         queued.done.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -170,10 +191,12 @@ class TableWriter:
         return await self.submit(rows, size).done
 
     async def close(self) -> None:
-        """Commit everything queued, then stop."""
+        """Commit everything queued (or hand it off and wait for the answers), then stop."""
         self._closing = True
         self._wake.set()
         await self._task
+        if self._channel is not None:
+            self._channel.close()
 
     def _full(self) -> bool:
         return self._queued_rows >= self.policy.max_rows or self._queued_bytes >= self.policy.max_bytes
@@ -221,23 +244,73 @@ class TableWriter:
                 continue
             self._sequence += 1
             self._last_commit = time.monotonic()
-            try:
-                version, interleaved = await asyncio.to_thread(self._commit, [p.rows for p in group], self._sequence)
-                self._adapt(interleaved)
-            except Unavailable as error:
-                outcome: BaseException | int = error
-            except Exception:  # never let the commit task die: fail the requests instead
-                log.exception("Unexpected error committing to %s", self.name)
-                outcome = Unavailable(f"Could not commit to table {self.name}; retry later.")
+            if self._channel is not None and await self._hand_off(group, self._sequence):
+                continue  # the owner's commit answers it
+            self._settle(group, await self._outcome(self._commit_here(group, self._sequence)))
+        await asyncio.gather(*self._handing_off)
+
+    async def _outcome(self, storing: Awaitable[int]) -> BaseException | int:
+        """The version ``storing`` made, or the error to answer its requests with."""
+        try:
+            return await storing
+        except Unavailable as error:
+            return error
+        except Exception:  # never let the commit task die: fail the requests instead
+            log.exception("Unexpected error committing to %s", self.name)
+            return Unavailable(f"Could not commit to table {self.name}; retry later.")
+
+    @staticmethod
+    def _settle(group: list[Queued], outcome: BaseException | int) -> None:
+        for pending in group:
+            if pending.done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                pending.done.set_exception(outcome)
             else:
-                outcome = version
-            for pending in group:
-                if pending.done.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    pending.done.set_exception(outcome)
-                else:
-                    pending.done.set_result(outcome)
+                pending.done.set_result(outcome)
+
+    async def _commit_here(self, group: list[Queued], sequence: int) -> int:
+        """Commit ``group`` in this process; the version made. One at a time: the table
+        object is not shared between threads."""
+        async with self._committing:
+            handed_off = [p.txn for p in group if p.txn is not None]
+            version, interleaved = await asyncio.to_thread(self._commit, [p.rows for p in group], sequence, handed_off)
+        self._adapt(interleaved)
+        return version
+
+    async def _hand_off(self, group: list[Queued], sequence: int) -> bool:
+        """Hand ``group`` to the table's owner (see handoff.py), without waiting for its
+        commit; False if the owner is unreachable (then this worker commits it)."""
+        assert self._channel is not None
+        batch = await asyncio.to_thread(Columns.finish_all, [p.rows for p in group])
+        try:
+            answer, txn_id = await self._channel.send(batch, sum(p.size for p in group), sequence)
+        except OwnerUnreachable as error:
+            log.warning("The worker committing %s is unreachable (%s); committing here.", self.name, error)
+            return False
+        task = asyncio.create_task(self._await_owner(group, answer, txn_id, sequence))
+        self._handing_off.add(task)
+        task.add_done_callback(self._handing_off.discard)
+        return True
+
+    async def _await_owner(self, group: list[Queued], answer: asyncio.Future[int], txn_id: str, sequence: int) -> None:
+        outcome: BaseException | int
+        try:
+            outcome = await answer
+        except Unavailable as error:
+            outcome = error
+        except OwnerLost as error:
+            # The owner died holding our rows: they landed if its commits reached this
+            # hand-off (in order, under this connection's transaction id), else never will.
+            log.warning("The worker committing %s was lost (%s); reading the table.", self.name, error)
+            async with self._committing:
+                landed = await asyncio.to_thread(self._committed, sequence, txn_id)
+            if landed:
+                outcome = -1  # committed; the version is not known here
+            else:
+                self._sequence += 1
+                outcome = await self._outcome(self._commit_here(group, self._sequence))
+        self._settle(group, outcome)
 
     def _adapt(self, interleaved: int) -> None:
         """Back off while other writers share the table (replicas, ``--workers``).
@@ -257,15 +330,19 @@ class TableWriter:
 
     @staticmethod
     def fresh_table(
-        table: deltalake.DeltaTable, location: str, storage_options: dict[str, str] | None
+        table: deltalake.DeltaTable, location: str, storage_options: dict[str, str] | None, opened_at: int = 0
     ) -> deltalake.DeltaTable:
-        """``table``, or a newly opened one when it has made REOPEN_EVERY more versions."""
-        if table.version() % REOPEN_EVERY:
+        """``table``, or a newly opened one once it is REOPEN_EVERY versions past
+        ``opened_at``, the version it was opened at. (Not at each ``version % REOPEN_EVERY
+        == 0``: with several writers on a table that version may always be another's, and
+        this writer's table object then grew for ever, each commit slower.)"""
+        if table.version() - opened_at < REOPEN_EVERY:
             return table
         return deltalake.DeltaTable(location, storage_options=storage_options)
 
-    def _committed(self, sequence: int) -> bool:
-        """Whether commit ``sequence`` of this writer is in the table (after an error).
+    def _committed(self, sequence: int, app_id: str | None = None) -> bool:
+        """Whether commit ``sequence`` of this writer (or of transaction ``app_id``) is in
+        the table (after an error).
 
         A failure to read the table is not a "no": after the last attempt a wrong "no"
         answers 503 for rows that are stored, and the client's resend stores them twice.
@@ -273,7 +350,7 @@ class TableWriter:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 self.table.update_incremental()
-                return (self.table.transaction_version(self.app_id) or 0) >= sequence
+                return (self.table.transaction_version(app_id or self.app_id) or 0) >= sequence
             except Exception as exc:
                 if attempt == COMMIT_ATTEMPTS:
                     log.error("Could not tell whether commit %d to %s landed: %s", sequence, self.name, exc)
@@ -293,14 +370,20 @@ class TableWriter:
             log.warning("Could not read the history of %s to find commit %s.", self.name, marker, exc_info=True)
         return -1
 
-    def _commit(self, parts: list[Columns], sequence: int) -> tuple[int, int]:
-        """One Delta commit of the rows of all ``parts`` (runs in a worker thread); returns
-        the version it made and how many other writers' commits landed since our last."""
+    def _commit(
+        self, parts: list[Columns], sequence: int, handed_off: list[tuple[str, int]] | None = None
+    ) -> tuple[int, int]:
+        """One Delta commit of the rows of all ``parts`` (runs in a worker thread), recording
+        the ``handed_off`` transactions of other workers whose rows it holds; returns the
+        version it made and how many other writers' commits landed since our last."""
         data = pa.Table.from_batches([Columns.finish_all(parts)])
         started = time.perf_counter()
         properties = deltalake.CommitProperties(
             custom_metadata={COMMIT_METADATA_KEY: f"{self.app_id}/{sequence}"},
-            app_transactions=[deltalake.Transaction(app_id=self.app_id, version=sequence)],
+            app_transactions=[
+                deltalake.Transaction(app_id=app_id, version=number)
+                for app_id, number in [(self.app_id, sequence), *(handed_off or [])]
+            ],
             max_commit_retries=RACE_RETRIES,
         )
         version = -1
@@ -321,7 +404,9 @@ class TableWriter:
                 # The version this commit made: the table object now holds its snapshot.
                 # (A reopened table may already show other writers' newer versions.)
                 version = self.table.version()
-                self.table = self.fresh_table(self.table, self.location, self.storage_options)
+                table = self.fresh_table(self.table, self.location, self.storage_options, self._opened_at)
+                if table is not self.table:
+                    self.table, self._opened_at = table, table.version()
                 break
             except Exception as exc:  # storage errors come in many types; all mean "retry later"
                 if attempt == COMMIT_ATTEMPTS:
@@ -339,10 +424,10 @@ class TableWriter:
                 log.warning("Commit to %s failed (%s); retry %d in %.2f s.", self.name, exc, attempt, delay)
                 time.sleep(delay)
         seconds = time.perf_counter() - started
-        table = str(self.name)
-        self.monitoring.commits.labels(table).inc()
-        self.monitoring.commit_seconds.labels(table).observe(seconds)
-        self.monitoring.rows_written.labels(table).inc(data.num_rows)
+        label = str(self.name)
+        self.monitoring.commits.labels(label).inc()
+        self.monitoring.commit_seconds.labels(label).observe(seconds)
+        self.monitoring.rows_written.labels(label).inc(data.num_rows)
         log.info(
             "Committed %s rows from %d requests to %s in %.0f ms (version %d).",
             f"{data.num_rows:,}",
@@ -372,8 +457,11 @@ class Writer:
         policy: CommitPolicy,
         monitoring: Monitoring | None = None,
         auto_create_max_tables: int = 100,
+        handoff: Handoff | None = None,
     ) -> None:
+        """``handoff``: this worker's slot among ``--workers N`` (one committer per table)."""
         self.warehouse = warehouse
+        self.handoff = handoff
         self.monitoring = monitoring or Monitoring()
         self.auto_create = auto_create
         self.auto_create_max_tables = auto_create_max_tables
@@ -407,6 +495,8 @@ class Writer:
                         self.warehouse.location(name),
                         self.warehouse.storage_options,
                         self.monitoring,
+                        signal,
+                        self.handoff.owner(name) if self.handoff is not None else None,
                     )
         finally:
             opening.users -= 1
@@ -445,6 +535,14 @@ class Writer:
         A missing table is created for ``creator`` when auto-create is on."""
         writer = await self._table_writer(name, signal, creator)
         return writer.submit(rows, size)
+
+    async def hand_in(
+        self, name: TableName, signal: Signal, batch: pa.RecordBatch, size: int, txn: tuple[str, int]
+    ) -> asyncio.Future[int]:
+        """Queue rows another worker handed off (this worker owns ``name``) with its
+        transaction; the future of the version their commit makes."""
+        writer = await self._table_writer(name, signal)
+        return writer.submit(BatchColumns(batch, batch.nbytes), size, txn).done
 
     async def check(self, name: TableName, signal: Signal, creator: str | None = None) -> None:
         """Make sure the table exists and fits ``signal`` (opened once, then cached). Without

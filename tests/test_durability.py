@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -79,6 +80,63 @@ def test_workers_share_one_table(start_server: Callable[..., Server]) -> None:
     assert result.statuses == Counter({200: 80})
     counts = assert_exactly_once(server.warehouse, result.acked)
     assert len(counts) == 800
+
+
+def _commit_log(warehouse: Path, table: str) -> list[list[dict[str, Any]]]:
+    """The actions of every commit in the table's Delta log, read as JSON (not via delta-rs)."""
+    log_dir = table_path(warehouse, table) / "_delta_log"
+    return [
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for path in sorted(log_dir.glob("*.json"))
+    ]
+
+
+def test_workers_hand_rows_to_the_tables_one_committer(start_server: Callable[..., Server]) -> None:
+    """With --workers 2, every commit to a table is made by one worker (its owner); the
+    other hands its rows over and answers only once they are committed (handoff.py)."""
+    server = start_server(*FAST_COMMITS, "--workers", "2")
+    wait_until(
+        lambda: all(f"Worker slot {slot} of 2" in server.log() for slot in (0, 1)),
+        "both workers to claim their slot",
+    )
+    load = Load([server.url], clients=8, records=10, max_requests=10).start()
+    result = load.join()
+    assert result.statuses == Counter({200: 80})
+
+    def writers() -> tuple[set[str], set[str]]:
+        """Who committed (commitInfo's writer ids) and whose rows the commits hold (txn ids)."""
+        committers, senders = set(), set()
+        for actions in _commit_log(server.warehouse, TABLE):
+            for action in actions:
+                if "txn" in action:
+                    senders.add(action["txn"]["appId"])
+                marker = action.get("commitInfo", {}).get("otelIngestCommit")
+                if marker:
+                    committers.add(marker.rsplit("/", 1)[0])
+        return committers, senders
+
+    # Each new connection goes to whichever worker accepts it first: send on fresh
+    # connections until the worker that does not own the table has received some.
+    extra: set[str] = set()
+    sent = 0
+
+    def other_worker_handed_off() -> bool:
+        nonlocal sent
+        if len(writers()[1]) >= 2:
+            return True
+        more = Load([server.url], clients=2, records=10, max_requests=1, tag=f"extra{sent}-").start().join()
+        assert more.statuses == Counter({200: 2})
+        extra.update(more.acked)
+        sent += 1
+        return False
+
+    wait_until(other_worker_handed_off, "a request accepted by the worker that does not own the table")
+    committers, senders = writers()
+    assert len(committers) == 1, f"{len(committers)} workers committed to one table"
+    assert committers < senders
+    counts = assert_exactly_once(server.warehouse, result.acked | extra)
+    assert len(counts) == 800 + len(extra)
+    assert "unreachable" not in server.log()  # every hand-off reached the owner
 
 
 def _drop_privileges() -> list[str]:

@@ -173,16 +173,38 @@ def test_table_object_is_reopened_every_reopen_every_versions(tmp_path: Path) ->
     deltalake.write_deltalake(location, pa.table({"x": [0]}))
     table = deltalake.DeltaTable(location)
     kept = []
+    opened_at = 0
     for version in range(1, REOPEN_EVERY + 2):
         deltalake.write_deltalake(table, pa.table({"x": [version]}), mode="append")
         assert table.version() == version
-        fresh = TableWriter.fresh_table(table, location, None)
+        fresh = TableWriter.fresh_table(table, location, None, opened_at)
         kept.append(fresh is table)
-        table = fresh
+        if fresh is not table:
+            table, opened_at = fresh, fresh.version()
     reopened = [version for version, same in enumerate(kept, 1) if not same]
     assert reopened == [REOPEN_EVERY]
     assert table.version() == REOPEN_EVERY + 1
     assert pl.read_delta(location).height == REOPEN_EVERY + 2
+
+
+def test_table_object_is_reopened_when_another_writer_makes_the_round_versions(tmp_path: Path) -> None:
+    """Counted from the version it was opened at: with a second writer on the table that
+    makes every version divisible by REOPEN_EVERY, this writer still reopens its table."""
+    location = str(tmp_path / "t")
+    deltalake.write_deltalake(location, pa.table({"x": [0]}))
+    table, other = deltalake.DeltaTable(location), deltalake.DeltaTable(location)
+    reopened = []
+    for version in range(1, 2 * REOPEN_EVERY + 2):
+        writer = other if version % REOPEN_EVERY == 0 else table
+        deltalake.write_deltalake(writer, pa.table({"x": [1]}), mode="append")
+        assert writer.version() == version
+        if writer is table:
+            fresh = TableWriter.fresh_table(table, location, None, 0 if not reopened else reopened[-1])
+            if fresh is not table:
+                table = fresh
+                reopened.append(table.version())
+    assert reopened and all(version % REOPEN_EVERY for version in reopened)
+    assert reopened[0] == REOPEN_EVERY + 1
 
 
 @pytest.mark.parametrize(
