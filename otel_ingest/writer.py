@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from otel_ingest.errors import ClientError, Forbidden, TableNotFound, Unavailable
 from otel_ingest.flatten.common import BatchColumns, Columns
-from otel_ingest.handoff import Channel, Handoff, OwnerLost, OwnerUnreachable
+from otel_ingest.handoff import INLINE_BYTES, Channel, Handoff, OwnerLost, OwnerUnreachable
 from otel_ingest.monitoring import Monitoring
 from otel_ingest.schema import Signal
 from otel_ingest.tables import TableName, Warehouse
@@ -282,7 +282,11 @@ class TableWriter:
         """Hand ``group`` to the table's owner (see handoff.py), without waiting for its
         commit; False if the owner is unreachable (then this worker commits it)."""
         assert self._channel is not None
-        batch = await asyncio.to_thread(Columns.finish_all, [p.rows for p in group])
+        parts = [p.rows for p in group]
+        if sum(p.size for p in group) < INLINE_BYTES:  # see handoff.INLINE_BYTES
+            batch = Columns.finish_all(parts)
+        else:
+            batch = await asyncio.to_thread(Columns.finish_all, parts)
         try:
             answer, txn_id = await self._channel.send(batch, sum(p.size for p in group), sequence)
         except OwnerUnreachable as error:
