@@ -321,9 +321,21 @@ def report(side: Side) -> None:
         "   "
         + "  ".join(f"{s.minutes:.1f}m {s.used.bytes / max(1.0, s.records * per_record):.2f}x" for s in side.samples)
     )
+    overhead = [(s.minutes, s.used.bytes - s.records * per_record) for s in side.samples]
+    print("   overhead MB (storage - compacted so far): " + "  ".join(f"{o / 1e6:.1f}" for _, o in overhead))
+    # Steady state: storage <= 2x compacted once the compacted data outweighs the overhead.
+    # If the overhead still grows (second half of the run) faster than the compacted data,
+    # that never happens; else it happens at overhead / compacted bytes per minute.
+    half = [o for o in overhead if o[0] >= overhead[-1][0] / 2] if overhead else []
+    growth = (half[-1][1] - half[0][1]) / max(1e-9, half[-1][0] - half[0][0]) if len(half) > 1 else 0.0
+    compacted_per_minute = records / max(1e-9, side.samples[-1].minutes) * per_record if side.samples else 0.0
+    if not overhead or growth >= compacted_per_minute:
+        verdict = "never: the overhead grows faster than the compacted data"
+    else:
+        verdict = f"once the table holds ~{overhead[-1][1] / compacted_per_minute:.0f} min of data at this rate"
     print(
-        "   overhead MB (storage - compacted so far): "
-        + "  ".join(f"{(s.used.bytes - s.records * per_record) / 1e6:.1f}" for s in side.samples)
+        f"   overhead growth in the second half {growth / 1e6:.2f} MB/min vs compacted data "
+        f"{compacted_per_minute / 1e6:.3f} MB/min: storage <= 2x compacted {verdict}"
     )
 
 
