@@ -13,8 +13,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from starlette.testclient import TestClient
 
-from otel_ingest.dashboard.app import Dashboard, DashboardSettings
+from otel_ingest.dashboard.app import Dashboard, DashboardSettings, create_dashboard_app
 from otel_ingest.tables import Warehouse
 from otel_ingest.usage import query, store
 from otel_ingest.usage.store import UsageStore
@@ -109,14 +110,19 @@ def test_first_refresh_in_batches_equals_one_read(raw: Path, tmp_path: Path, mon
 
 
 def test_dashboard_cache_serves_until_the_derived_tables_change(tmp_path: Path) -> None:
-    """The dashboard keeps a range's facts between requests, and a refresh that commits new
-    facts (from any process) makes the next request read them."""
+    """The dashboard keeps a range's facts (and /api/summary's answer) between requests, and
+    a refresh that commits new facts (from any process) makes the next request read them."""
     folder = tmp_path / "warehouse"
     server = Server(folder, *SERVER_ARGS)
     try:
         _replay(server, FIRST)
-        dashboard = Dashboard(DashboardSettings(Warehouse(str(folder))))
+        settings = DashboardSettings(Warehouse(str(folder)))
+        dashboard = Dashboard(settings)
+        app = TestClient(create_dashboard_app(settings))  # no lifespan: it never refreshes itself
         UsageStore(Warehouse(str(folder))).refresh()  # another process's store
+        first_body = _summary(app)
+        assert first_body["totals"]["calls"] > 0
+        assert _summary(app) == first_body
         before = dashboard._load(EVERYTHING)
         assert dashboard._load(EVERYTHING) is before
         fresh = query.load(UsageStore(Warehouse(str(folder))), EVERYTHING)
@@ -130,3 +136,15 @@ def test_dashboard_cache_serves_until_the_derived_tables_change(tmp_path: Path) 
     assert after is not before
     assert after.calls.height > before.calls.height
     assert after.calls.equals(fresh.calls) and after.activity.equals(fresh.activity)
+    # The same request on the app that answered before: the new facts, as a fresh app sees them.
+    second_body = _summary(app)
+    assert second_body["totals"]["calls"] > first_body["totals"]["calls"]
+    assert second_body == _summary(TestClient(create_dashboard_app(DashboardSettings(Warehouse(str(folder))))))
+
+
+def _summary(client: TestClient) -> dict[str, object]:
+    response = client.get("/api/summary", params={"since": "2000-01-01"})
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    body.pop("refreshed_at")
+    return body

@@ -48,6 +48,7 @@ SESSION_SECONDS = 12 * 3600
 # Facts of recently shown ranges kept in memory (dropped when the derived tables change).
 CACHE_ENTRIES = 4
 CACHE_BYTES = 512 * 2**20
+SUMMARY_ENTRIES = 64
 STATIC_FILES = {"dashboard.js": "text/javascript", "chart.umd.min.js": "text/javascript", "dashboard.css": "text/css"}
 
 
@@ -98,6 +99,7 @@ class Dashboard:
         self._cache: collections.OrderedDict[tuple[query.Filters, tuple[int, ...]], query.Usage] = (
             collections.OrderedDict()
         )
+        self._bodies: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self.last_refresh: datetime | None = None
 
@@ -138,15 +140,42 @@ class Dashboard:
         finally:
             self._refresh_lock.release()
 
+    def versions(self) -> tuple[int, ...]:
+        """The derived tables' current versions (-1: not created yet)."""
+        return tuple(
+            -1 if (table := self.store.snapshot(name)) is None else table.version()
+            for name in ("model_calls", "activity")
+        )
+
+    def summary(self, request: Request, principal: Principal | None, stack: str) -> dict[str, Any]:
+        """Every panel and the filter options. A request for an explicit range whose answer
+        was computed at the derived tables' current versions, for the same grants, is
+        answered from memory: many viewers of one range cost one computation per refresh."""
+        params = request.query_params
+        key = None
+        if params.get("since"):
+            grants = None if principal is None else (principal.name, tuple(principal.read))
+            key = (tuple(sorted(params.multi_items())), self.versions(), grants, stack)
+            with self._cache_lock:
+                found = self._bodies.get(key)
+                if found is not None:
+                    self._bodies.move_to_end(key)
+                    return dict(found)
+        usage, options = self.usage(request, principal)
+        body = panels.summary(usage, stack)
+        body["filters"] = options
+        if key is not None:
+            with self._cache_lock:
+                self._bodies[key] = body
+                while len(self._bodies) > SUMMARY_ENTRIES:
+                    self._bodies.popitem(last=False)
+        return dict(body)
+
     def _load(self, filters: query.Filters) -> query.Usage:
         """``query.load``, kept for the next requests of the same range until a refresh
         (here or in any other process) commits a new version of the derived tables. The
         page asks for whole days, so every viewer of a range shares one entry."""
-        versions = tuple(
-            -1 if (table := self.store.snapshot(name)) is None else table.version()
-            for name in ("model_calls", "activity")
-        )
-        key = (filters, versions)
+        key = (filters, self.versions())
         with self._cache_lock:
             found = self._cache.get(key)
             if found is not None:
@@ -245,11 +274,9 @@ def create_dashboard_app(settings: DashboardSettings) -> Starlette:
         if stack not in ("agent", "model"):
             return _error(400, "stack must be agent or model.")
         try:
-            usage, options = await asyncio.to_thread(dashboard.usage, request, principal)
-            body = await asyncio.to_thread(panels.summary, usage, stack)
+            body = await asyncio.to_thread(dashboard.summary, request, principal, stack)
         except ValueError as error:
             return _error(400, str(error))
-        body["filters"] = options
         body["refreshed_at"] = dashboard.last_refresh.isoformat() if dashboard.last_refresh else None
         return JSONResponse(body)
 
