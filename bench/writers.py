@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20)
     parser.add_argument("--server-args", default="", help="extra flags for every server")
     parser.add_argument("--stores", default="local,s3")
-    parser.add_argument("--only", default="", help="comma-separated row labels to run, e.g. '1 server,--workers 2'")
+    parser.add_argument("--only", default="", help="row labels to run, separated by ;, e.g. '1 server;--workers 2'")
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the plan this many times, interleaved; ratios of the medians"
     )
@@ -178,7 +178,7 @@ def main() -> None:
                 if store == "local":
                     plan.append(("local", 1, 2, "--workers 2", []))
             if options.only:
-                plan = [step for step in plan if step[3] in options.only.split(",")]
+                plan = [step for step in plan if step[3] in options.only.split(";")]
             for _round, clients, (store, writers, workers, label, extra) in [
                 (r, int(c), step) for r in range(options.rounds) for c in options.clients.split(",") for step in plan
             ]:

@@ -180,7 +180,7 @@ OPTIONS: tuple[Option, ...] = (
         "bytes held for unanswered requests, per process; past it requests get 503 + Retry-After",
         "BYTES",
     ),
-    Option("workers", int, 1, "server processes sharing the port (all append to the same tables)", "N"),
+    Option("workers", int, 1, "server processes sharing the port (each table committed by one of them)", "N"),
     Option(
         "maintenance_interval",
         float,

@@ -384,9 +384,11 @@ class TableWriter:
         started = time.perf_counter()
         properties = deltalake.CommitProperties(
             custom_metadata={COMMIT_METADATA_KEY: f"{self.app_id}/{sequence}"},
+            # One transaction per id, with its highest sequence number: a commit may hold
+            # several hand-offs of one connection, and a table keeps one version per id.
             app_transactions=[
                 deltalake.Transaction(app_id=app_id, version=number)
-                for app_id, number in [(self.app_id, sequence), *(handed_off or [])]
+                for app_id, number in dict(sorted([(self.app_id, sequence), *(handed_off or [])])).items()
             ],
             max_commit_retries=RACE_RETRIES,
         )

@@ -18,6 +18,8 @@ import polars as pl
 import pytest
 from load import PREFIX, TABLE, Load, logs_body
 
+from otel_ingest.handoff import owner_slot
+from otel_ingest.tables import TableName
 from support import Server, metric, peak_rss, read_table, table_path, wait_until
 
 FAST_COMMITS = ("--create-tables", PREFIX, "--commit-max-delay", "0.02")
@@ -137,6 +139,48 @@ def test_workers_hand_rows_to_the_tables_one_committer(start_server: Callable[..
     counts = assert_exactly_once(server.warehouse, result.acked | extra)
     assert len(counts) == 800 + len(extra)
     assert "unreachable" not in server.log()  # every hand-off reached the owner
+
+
+def _worker_holding(server: Server, name: str) -> int:
+    """The pid of the worker of ``server`` that holds ``name`` (a file in the folder its
+    workers share, named by their OTEL_INGEST_HANDOFF_DIR) open; 0 if none does."""
+    parent = server.process.pid
+    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            folder = next(v for v in environment if v.startswith(b"OTEL_INGEST_HANDOFF_DIR=")).split(b"=", 1)[1]
+            target = os.path.join(os.fsdecode(folder), name)
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in os.listdir(f"/proc/{pid}/fd")):
+                return int(pid)
+        except (OSError, StopIteration):
+            continue
+    return 0
+
+
+def test_workers_survive_the_loss_of_the_tables_committer(start_server: Callable[..., Server]) -> None:
+    """kill -9 of the worker that commits the table while the other hands rows to it: the
+    other reads the table to learn which of its hand-offs landed, commits the rest itself
+    (and everything until a new worker owns the slot), and every acknowledged record is
+    stored exactly once."""
+    server = start_server(*FAST_COMMITS, "--workers", "2")
+    wait_until(lambda: all(f"Worker slot {n} of 2" in server.log() for n in (0, 1)), "both workers to claim a slot")
+    slot = owner_slot(TableName.parse(TABLE), 2)
+    owner = _worker_holding(server, f"slot-{slot}.lock")
+    assert owner
+    # The clients of the killed worker lose their connection and stop (their last request
+    # may or may not be stored: never resent, so never stored twice); the others go on.
+    load = Load([server.url], clients=8, records=10, retry_unavailable=True).start()
+    wait_until(
+        lambda: "handoff-1" in "".join(json.dumps(c) for c in _commit_log(server.warehouse, TABLE)), "a hand-off"
+    )
+    os.kill(owner, signal.SIGKILL)
+    acked_at_kill = len(load.result.acked)
+    wait_until(lambda: server.log().count(f"Worker slot {slot} of 2") == 2, "a new worker to take the slot")
+    wait_until(lambda: len(load.result.acked) > acked_at_kill + 200, "acknowledgements after the kill")
+    load.stop.set()
+    result = load.join()
+    assert_exactly_once(server.warehouse, result.acked)
+    assert set(result.statuses) <= {200, 503}
 
 
 def _drop_privileges() -> list[str]:

@@ -318,3 +318,22 @@ def test_a_writer_waiting_for_its_interval_does_not_spin(tmp_path: Path) -> None
         return checks
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_a_commit_holding_two_hand_offs_of_one_connection_records_the_later(tmp_path: Path) -> None:
+    """A table keeps the first of two transactions with one id in a commit (delta-rs 1.6.6),
+    so the owner records each id once, with its highest sequence number: otherwise the
+    sender, after losing the owner, would read the later hand-off as not committed and
+    commit it again (handoff.py)."""
+
+    async def scenario() -> str:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        first = writer.submit(rows("a"), 1, ("sender/handoff-1", 4))
+        second = writer.submit(rows("b"), 1, ("sender/handoff-1", 5))
+        await asyncio.wait_for(asyncio.gather(first.done, second.done), 30)  # one commit: an idle table's first
+        await writer.close()
+        return writer.location
+
+    location = asyncio.run(scenario())
+    assert appends(location) == [2]
+    assert deltalake.DeltaTable(location).transaction_version("sender/handoff-1") == 5
