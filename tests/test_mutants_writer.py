@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otel_ingest.flatten import flatten_logs
 from otel_ingest.flatten.common import Columns
 from otel_ingest.tables import TableName, Warehouse
-from otel_ingest.writer import REOPEN_EVERY, CommitPolicy, TableWriter
+from otel_ingest.writer import REOPEN_EVERY, CommitPolicy, TableWriter, Writer
 
 NAME = TableName.parse("main.telemetry.queue_otel_logs")
 
@@ -337,3 +337,24 @@ def test_a_commit_holding_two_hand_offs_of_one_connection_records_the_later(tmp_
     location = asyncio.run(scenario())
     assert appends(location) == [2]
     assert deltalake.DeltaTable(location).transaction_version("sender/handoff-1") == 5
+
+
+def test_closing_the_writer_commits_what_every_table_has_queued(tmp_path: Path) -> None:
+    """Graceful shutdown: Writer.close() commits the queues of all its tables."""
+    names = [TableName.parse(f"main.telemetry.t{n}_otel_logs") for n in range(2)]
+
+    async def scenario() -> Warehouse:
+        warehouse = Warehouse(str(tmp_path / "warehouse"))
+        for name in names:
+            warehouse.create_for_signal(name, "logs")
+        writer = Writer(warehouse, auto_create=False, policy=CommitPolicy(max_delay=60))
+        for name in names:
+            await writer.append(name, "logs", rows(f"{name.table}-first"), 10)  # idle: at once
+        queued = [await writer.submit(name, "logs", rows(f"{name.table}-queued"), 10) for name in names]
+        await asyncio.wait_for(writer.close(), 30)
+        assert all(q.done.done() and q.done.result() == 2 for q in queued)
+        return warehouse
+
+    warehouse = asyncio.run(scenario())
+    for name in names:
+        assert stored(warehouse.location(name)) == [f"{name.table}-first", f"{name.table}-queued"]
