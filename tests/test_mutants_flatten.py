@@ -325,6 +325,10 @@ def test_rows_already_in_arrow_are_kept_in_their_place() -> None:
     assert as_rows(Columns.finish_all(mixed)) == expected
     assert as_rows(Columns.finish_all([b, BatchColumns(d.finish(), 100)])) == expected[1:3] + expected[4:]
     assert as_rows(Columns.finish_all([BatchColumns(a.finish(), 100)])) == expected[:1]
+    assert as_rows(Columns.finish_all([BatchColumns(a.finish(), 1), BatchColumns(d.finish(), 1)])) == [
+        expected[0],
+        expected[4],
+    ]
     with pytest.raises(TypeError, match="concatenated by finish_all"):
         mixed[0].extend(b)
 

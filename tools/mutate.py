@@ -463,6 +463,25 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ),
     },
     "otel_ingest/flatten/common.py": {
+        # Names and values always have the same length (each flattener's _ROW and its row tuple).
+        ("for name, value in zip(names, row, strict=⟨False):", "values = self.values", "`False` → `True`"),
+        (
+            "for name, position in zip(self.shared, self._current, strict=⟨False):",
+            "values[name].append(value)",
+            "`False` → `True`",
+        ),
+        # Merging consecutive Python-built parts before converting them is a speed-up: each
+        # part converted alone, then concatenated, gives the same rows in the same order.
+        (
+            "⟨if part is not None and not isinstance(part, BatchColumns):",
+            "for part in [*parts, None]:",
+            "`if part is not None and (not isinstance(part, BatchCo` → `if False`",
+        ),
+        (
+            "if ⟨part is not None and not isinstance(part, BatchColumns):",
+            "for part in [*parts, None]:",
+            "`is not` → `is` in `part is not None`",
+        ),
         # Every Flattened is built with its rejected count; the default is never used.
         ("rejected: int = ⟨0", "columns: Columns", "`0` → `1`"),
         # Set by enter_resource/enter_scope before any row is appended (scoped() enters both first).
