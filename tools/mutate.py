@@ -482,6 +482,11 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
             "for part in [*parts, None]:",
             "`is not` → `is` in `part is not None`",
         ),
+        # A single part converted through a merged copy gives the same rows (the copy is what is saved).
+        ("⟨if len(run) == 1:", "continue", "`if len(run) == 1` → `if False`"),
+        # Every part of a run (two or more) has the same schema and scope column.
+        ("merged = cls(run[⟨0].schema, run[0].shared[3])", "elif run:", "`0` → `1`"),
+        ("merged = cls(run[0].schema, run[⟨0].shared[3])", "elif run:", "`0` → `1`"),
         # Every Flattened is built with its rejected count; the default is never used.
         ("rejected: int = ⟨0", "columns: Columns", "`0` → `1`"),
         # Set by enter_resource/enter_scope before any row is appended (scoped() enters both first).
