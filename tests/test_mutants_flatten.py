@@ -98,6 +98,7 @@ def rows(batch: pa.RecordBatch, *columns: str) -> list[dict[str, Any]]:
         ),
         ({"k": {"l": [False]}}, '{"k":{"l":[false]}}'),
         (nested(31), json.dumps(nested(31), separators=(",", ":"))),
+        ({"k": nested(30)}, json.dumps({"k": nested(30)}, separators=(",", ":"))),
     ],
 )
 def test_any_values_are_written_as_spec_section_3_says(item: Any, text: str | None) -> None:
