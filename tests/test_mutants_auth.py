@@ -364,3 +364,22 @@ def test_every_key_of_a_token_file_is_loaded(tmp_path: Path) -> None:
     assert (reader.tables, reader.read) == ((), ("*",))  # read-only: no write grants needed
     authenticator = Authenticator(str(tmp_path / "tokens.toml"))
     assert authenticator.authenticate(f"Bearer {TOKEN[:16]}").name == "full"
+
+
+def test_only_a_regular_token_file_is_read_and_never_blocks(tmp_path: Path) -> None:
+    """A FIFO or a folder given as the token file is refused at once (opening a FIFO for
+    reading would wait for a writer for ever); reading leaves no descriptor open."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for path, fragment in [(fifo, "is not a regular file"), (tmp_path, "is not a regular file")]:
+        with pytest.raises(auth.TokenFileError, match=fragment):
+            auth.load_token_file(str(path))
+    with pytest.raises(auth.TokenFileError, match=r"Cannot read token file .*missing\.toml: No such file"):
+        auth.load_token_file(str(tmp_path / "missing.toml"))
+    good = tmp_path / "tokens.toml"
+    good.write_text(f"[[principals]]\n{GOOD}")
+    auth.load_token_file(str(good))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        assert [p.name for p in auth.load_token_file(str(good))] == ["p"]
+    assert len(os.listdir("/proc/self/fd")) == before

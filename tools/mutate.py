@@ -454,6 +454,30 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ),
         ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
     },
+    "otel_ingest/auth.py": {
+        # A regular file reads the same in blocking and non-blocking mode.
+        (
+            "⟨os.set_blocking(fd, True)",
+            'raise TokenFileError(f"Token file {path} is not a regular file.")',
+            "delete `os.set_blocking(fd, True)`",
+        ),
+        (
+            "os.set_blocking(fd, ⟨True)",
+            'raise TokenFileError(f"Token file {path} is not a regular file.")',
+            "`True` → `False`",
+        ),
+        # Only what repr() shows (a principal's rate-limit buckets); nothing parses it.
+        (
+            "requests: TokenBucket | None = field(default=None, repr=⟨False)",
+            "burst_seconds: float = DEFAULT_BURST_SECONDS",
+            "`False` → `True`",
+        ),
+        (
+            "bytes: TokenBucket | None = field(default=None, repr=⟨False)",
+            "requests: TokenBucket | None = field(default=None, repr=False)",
+            "`False` → `True`",
+        ),
+    },
     "otel_ingest/wire.py": {
         # The text before the first ";" is the same however many times the rest is split.
         (
