@@ -486,6 +486,10 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
             "`1` → `2`",
         ),
     },
+    "otel_ingest/flatten/metrics.py": {
+        # Set with the metadata at the metric's first data point, before any row is appended.
+        ("repeated = ⟨0", "metadata = None", "`0` → `1`"),
+    },
     "otel_ingest/flatten/common.py": {
         # Names and values always have the same length (each flattener's _ROW and its row tuple).
         ("for name, value in zip(names, row, strict=⟨False):", "values = self.values", "`False` → `True`"),
