@@ -383,3 +383,31 @@ def test_only_a_regular_token_file_is_read_and_never_blocks(tmp_path: Path) -> N
     for _ in range(50):
         assert [p.name for p in auth.load_token_file(str(good))] == ["p"]
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_watcher_looks_at_the_token_file_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/security.md: the file is checked once a second. The watcher's sleeps are
+    recorded (not waited for); each is followed by a reload that sees the new file."""
+    path = tmp_path / "tokens.toml"
+    path.write_text(f"[[principals]]\n{GOOD}")
+    authenticator = Authenticator(str(path))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:
+            path.write_text(f'[[principals]]\nname = "renamed"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        elif len(slept) == 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(auth.asyncio, "sleep", sleep)
+
+    async def watch() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await authenticator.watch()
+
+    asyncio.run(watch())
+    assert slept == [1.0, 1.0, 1.0]
+    assert authenticator.authenticate(f"Bearer {TOKEN}").name == "renamed"

@@ -491,6 +491,12 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ("repeated = ⟨0", "metadata = None", "`0` → `1`"),
     },
     "otel_ingest/flatten/common.py": {
+        # The hot path for strings: any_value_text returns a string value as it is too.
+        (
+            '⟨if value.WhichOneof("value") == "string_value":',
+            "# Most attribute values are strings: skip the general conversion for them (hot path).",
+            "`if value.WhichOneof('value') == 'string_value'` → `if False`",
+        ),
         # Names and values always have the same length (each flattener's _ROW and its row tuple).
         ("for name, value in zip(names, row, strict=⟨False):", "values = self.values", "`False` → `True`"),
         (
