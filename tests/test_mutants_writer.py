@@ -22,7 +22,7 @@ from load import logs_body
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otel_ingest.flatten import flatten_logs
-from otel_ingest.flatten.common import Columns
+from otel_ingest.flatten.common import BatchColumns, Columns
 from otel_ingest.tables import TableName, Warehouse
 from otel_ingest.writer import REOPEN_EVERY, CommitPolicy, TableWriter, Writer
 
@@ -358,3 +358,33 @@ def test_closing_the_writer_commits_what_every_table_has_queued(tmp_path: Path) 
     warehouse = asyncio.run(scenario())
     for name in names:
         assert stored(warehouse.location(name)) == [f"{name.table}-first", f"{name.table}-queued"]
+
+
+def test_a_request_cancelled_during_its_commit_leaves_the_others_answered(tmp_path: Path) -> None:
+    """A client that hangs up cancels its request while the commit holding its rows runs:
+    the commit still answers every other request in it, and the writer goes on."""
+
+    async def scenario() -> tuple[int, int, bool]:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        gone_rows = BatchColumns(rows("gone").finish(), 10)  # finished on its own in the commit
+        started, release = threading.Event(), threading.Event()
+        finish = gone_rows.finish
+
+        def gated_finish() -> pa.RecordBatch:  # runs in the commit's worker thread
+            started.set()
+            assert release.wait(30)
+            return finish()
+
+        gone_rows.finish = gated_finish  # type: ignore[method-assign]
+        gone = asyncio.create_task(writer.append(gone_rows, 10))
+        kept = asyncio.create_task(writer.append(rows("kept"), 10))
+        assert await asyncio.to_thread(started.wait, 30), "the commit never started"
+        gone.cancel()
+        release.set()
+        version = await asyncio.wait_for(kept, 30)
+        later = asyncio.create_task(writer.append(rows("later"), 10))
+        await asyncio.wait_for(writer.close(), 30)  # commits "later" without waiting the 60 s
+        return version, await later, gone.cancelled()
+
+    assert asyncio.run(scenario()) == (1, 2, True)
+    assert stored(str(tmp_path / "warehouse" / "main" / "telemetry" / "queue_otel_logs")) == ["gone", "kept", "later"]

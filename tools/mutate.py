@@ -491,6 +491,16 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ("repeated = ⟨0", "metadata = None", "`0` → `1`"),
     },
     "otel_ingest/flatten/common.py": {
+        # Only ±infinity reaches this line.
+        ('return "Infinity" if ⟨value > 0 else "-Infinity"', "if math.isinf(value):", "`>` → `>=` in `value > 0`"),
+        ('return "Infinity" if value > ⟨0 else "-Infinity"', "if math.isinf(value):", "`0` → `1`"),
+        # Fast paths: without them a bool or an int goes through json.dumps, which writes the same text.
+        ('⟨if kind == "bool_value":', "return None", "`if kind == 'bool_value'` → `if False`"),
+        (
+            '⟨if kind == "int_value":',
+            'return "true" if value.bool_value else "false"',
+            "`if kind == 'int_value'` → `if False`",
+        ),
         # The hot path for strings: any_value_text returns a string value as it is too.
         (
             '⟨if value.WhichOneof("value") == "string_value":',
