@@ -14,6 +14,8 @@ Starts a minimal Anthropic-speaking upstream (this file, ``--upstream PORT``) an
       which no scheduling noise inflates; on an idle core this is the added latency.
   With ``--limits`` the principal and the endpoint get limits and budgets that never
   refuse, kept in a redis-server started here, so (a) includes the limit checks.
+  With ``--without-tables`` the same gateway also runs with its tables off (what the usage
+  and inference rows and their Delta commits cost).
   With ``--compare-with DIR`` a second gateway, from another source tree, runs in the
   same shuffled rounds (before/after a change, on the same machine at the same moment).
   (c) stream throughput: one large SSE stream (``--megabytes`` of content_block_delta
@@ -209,6 +211,11 @@ def main() -> None:
         help="give the principal and the endpoint limits and budgets that never refuse, kept in a "
         "redis-server started here: (a) then includes the limit checks' Redis round trips",
     )
+    parser.add_argument(
+        "--without-tables",
+        action="store_true",
+        help="also run this gateway with its usage and inference tables off: what logging costs",
+    )
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
@@ -233,19 +240,21 @@ def main() -> None:
         f'[[principals]]\nname = "bench"\ntoken = "{TOKEN}"\ntables = []\n[principals.gateway]\nendpoints = ["*"]\n'
         + limits
     )
-    sources = {"gateway": ROOT}
+    sources = {"gateway": (ROOT, "")}
+    if args.without_tables:
+        sources["gw no tables"] = (ROOT, "usage_table = false\ninference_table = false\n")
     if args.compare_with:
-        sources[f"gw {args.compare_with.name}"] = args.compare_with.resolve()
+        sources[f"gw {args.compare_with.name}"] = (args.compare_with.resolve(), "")
     env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY}
     upstream = subprocess.Popen(
         [sys.executable, __file__, "--upstream", str(upstream_port), "--megabytes", str(args.megabytes)],
         stdout=subprocess.DEVNULL,
     )
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    for name, source in sources.items():
+    for name, (source, settings) in sources.items():
         config = folder / f"gateway-{len(gateways)}.toml"  # each its own tables
         config.write_text(
-            f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{folder / f"warehouse-{len(gateways)}"}"\n'
+            f'[gateway]\ntokens = "tokens.toml"\nwarehouse = "{folder / f"warehouse-{len(gateways)}"}"\n{settings}'
             + (f'redis_url = "redis://127.0.0.1:{redis_port}/{len(gateways)}"\n' if redis else "")
             + f'[[endpoints]]\nname = "claude"\nprovider = "anthropic"\nbase_url = "http://127.0.0.1:{upstream_port}"\n'
             f'api_key_env = "BENCH_UPSTREAM_KEY"\nmodels = ["claude-*"]\n'
