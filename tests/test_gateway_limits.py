@@ -20,6 +20,7 @@ CAROL = "carol-token-0123456789abcdef"  # 3 requests per minute
 DAVE = "dave-token-0123456789abcdefg"  # 30 tokens per minute
 ERIN = "erin-token-0123456789abcdefg"  # 0.00005 USD per day
 FRANK = "frank-token-0123456789abcdef"  # no limits of its own
+GINA = "gina-token-0123456789abcdefg"  # 3 requests per minute
 
 PRINCIPALS = f"""
 [[principals]]
@@ -52,6 +53,14 @@ token = "{FRANK}"
 tables = []
 [principals.gateway]
 endpoints = ["*"]
+
+[[principals]]
+name = "gina"
+token = "{GINA}"
+tables = []
+[principals.gateway]
+endpoints = ["*"]
+requests_per_minute = 3
 """
 
 LIMITED_ENDPOINT = """
@@ -62,6 +71,14 @@ base_url = "{url}/v1"
 api_key_env = "GW_TEST_PROVIDER_KEY"
 models = ["limited-*"]
 requests_per_minute = 2
+
+[[endpoints]]
+name = "closed"
+provider = "openai"
+base_url = "{url}/v1"
+api_key_env = "GW_TEST_PROVIDER_KEY"
+models = ["closed-*"]
+requests_per_minute = 0.001
 """
 
 
@@ -179,6 +196,17 @@ def test_daily_budget_in_usd(replicas: list[GatewayProcess]) -> None:
 def test_endpoint_limit_holds_for_everyone_together(replicas: list[GatewayProcess]) -> None:
     statuses = [_openai(replicas[i % 2].url, FRANK, "limited-model").status_code for i in range(5)]
     assert statuses.count(200) == 2 and statuses.count(429) == 3
+
+
+def test_a_refused_call_takes_no_request_from_the_other_limits(replicas: list[GatewayProcess]) -> None:
+    """Admission is all or nothing: the 'closed' endpoint (a bucket that never holds a whole
+    request) refuses gina's calls, and none of them takes from her own 3 per minute."""
+    for i in range(5):
+        response = _openai(replicas[i % 2].url, GINA, "closed-model")
+        _assert_refusal_format(response, "openai")
+        assert "endpoint:closed" in response.json()["error"]["message"]
+    statuses = [_openai(replicas[i % 2].url, GINA, "gpt-4o").status_code for i in range(3)]
+    assert statuses == [200, 200, 200]
 
 
 def test_without_redis_each_replica_takes_its_share(fake: Fake, tmp_path: Path) -> None:
