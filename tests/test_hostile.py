@@ -52,9 +52,13 @@ MIB = 1 << 20
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the module; --auto-create, so a bad name that slipped through
-    validation would show up as a new folder."""
+    validation would show up as a new folder. No background maintenance: tests compare the
+    warehouse's files before and after a request, and a compaction pass (every 300 s by
+    default, reached when a loaded machine makes this module run long) would add files."""
     root = tmp_path_factory.mktemp("hostile")
-    server = Server(root / "warehouse", "--create-tables", "main.telemetry.claude", "--auto-create")
+    server = Server(
+        root / "warehouse", "--create-tables", "main.telemetry.claude", "--auto-create", "--maintenance-interval", "0"
+    )
     yield server
     server.stop()
 
