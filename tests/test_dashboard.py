@@ -114,7 +114,9 @@ def _api(url: str, path: str, **params: Any) -> Any:
 
 def _wait_loaded(page: Any, after: str | None = None) -> str:
     page.wait_for_function(
-        "previous => document.body.dataset.loaded && document.body.dataset.loaded !== previous", arg=after or ""
+        # document.body is null for a moment while a form post navigates (the sign-in).
+        "previous => document.body && document.body.dataset.loaded && document.body.dataset.loaded !== previous",
+        arg=after or "",
     )
     loaded: str = page.evaluate("document.body.dataset.loaded")
     return loaded
