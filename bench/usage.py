@@ -8,9 +8,11 @@ tool_decision, tool_result in the captures' proportions, 50 users, 30+ days) int
   (a) the first refresh of the derived tables (reads everything);
   (b) a refresh after ``--append`` new rows (one more commit): reads only that file;
   (c) the dashboard's ``/api/summary`` (every panel) for a 30-day range, in process through
-      Starlette's test client (p50/p95 of 20 calls after 2 warm-up calls): each call with
-      another user filter (the range's facts are warm, the panels are computed), then the
-      same request again (answered from memory until the next refresh), and a 1-day range.
+      Starlette's test client, served from the facts (as before the rollup tables) and from
+      the rollup tables, side by side: a new process's first request (nothing in memory),
+      then p50/p95 of 20 calls after 2 warm-up calls, each with another user filter (the
+      range is warm, the panels are computed), the same request again (answered from
+      memory until the next refresh), and a 1-day range.
 ``--data DIR`` keeps the generated raw table and reuses it (each run refreshes a copy).
 The machine is shared: compare ratios, not absolute figures.
 """
@@ -122,9 +124,9 @@ def _map(entries: pa.Array) -> pa.Array:
     )
 
 
-def latency(call: Callable[[], object], runs: int = 20) -> tuple[float, float]:
-    """(p50, p95) seconds of ``runs`` calls, after two warm-up calls."""
-    for _ in range(2):
+def latency(call: Callable[[], object], runs: int = 20, warm_up: int = 2) -> tuple[float, float]:
+    """(p50, p95) seconds of ``runs`` calls, after ``warm_up`` calls."""
+    for _ in range(warm_up):
         call()
     samples = []
     for _ in range(runs):
@@ -166,6 +168,49 @@ def generate(raw: Path, rows: int, days: int, commit_rows: int) -> int:
     return start_ns
 
 
+def api(warehouse: Warehouse, end: datetime, rollups: bool, runs: int) -> None:
+    """(c) /api/summary timings, served from the facts (``rollups=False``, as before the
+    rollup tables) or from the rollup tables."""
+    settings = DashboardSettings(warehouse, refresh_seconds=3600, rollups=rollups)
+    month = {"since": (end - timedelta(days=31)).isoformat(), "until": end.isoformat()}
+    day = {"since": (end - timedelta(days=2)).isoformat(), "until": (end - timedelta(days=1)).isoformat()}
+    whole_days = {"since": (end - timedelta(days=31)).date().isoformat(), "until": end.date().isoformat()}
+
+    def cold() -> object:
+        # A new dashboard process's first request (nothing in memory, tables opened).
+        response = TestClient(create_dashboard_app(settings)).get("/api/summary", params=whole_days)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with TestClient(create_dashboard_app(settings)) as client:
+        users = iter(range(10**6))
+
+        def get(params: dict[str, str]) -> Callable[[], object]:
+            def call() -> object:
+                response = client.get("/api/summary", params=params)
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            return call
+
+        def new_filter() -> object:
+            # Another viewer's filter on the same range: the range is warm, the panels computed.
+            return get({**month, "user": f"user-{next(users) % 50}"})()
+
+        c50, c95 = latency(cold, max(3, runs // 4), warm_up=0)
+        f50, f95 = latency(new_filter, min(runs, 48))
+        p50, p95 = latency(get(month), runs)
+        d50, d95 = latency(get(day), runs)
+    label = "rollups" if rollups else "facts  "
+    print(
+        f"(c) /api/summary from {label}: 30-day whole days, new process: "
+        f"p50 {c50 * 1000:.0f} / p95 {c95 * 1000:.0f} ms; "
+        f"30-day, new user filter per call: p50 {f50 * 1000:.0f} / p95 {f95 * 1000:.0f} ms; "
+        f"same request again: p50 {p50 * 1000:.1f} / p95 {p95 * 1000:.1f} ms; "
+        f"1-day: p50 {d50 * 1000:.1f} / p95 {d95 * 1000:.1f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -191,49 +236,24 @@ def main() -> None:
         first = store.refresh()
         print(
             f"(a) first refresh: {first.seconds:.2f} s for {first.rows_read:,} rows "
-            f"({first.rows_read / first.seconds:,.0f} rows/s); added {first.added}"
+            f"({first.rows_read / first.seconds:,.0f} rows/s), of which rollups {first.rollup_seconds:.2f} s; "
+            f"added {first.added}"
         )
-        seconds = []
+        seconds, rollups = [], []
         for round_ in range(3):
             rows = synthetic_logs(args.append, start_ns, args.days, 10**9 + round_ * args.append)
             deltalake.write_deltalake(location, rows, mode="append")
             second = store.refresh()
             seconds.append(second.seconds)
+            rollups.append(second.rollup_seconds)
         print(
             f"(b) refresh after {args.append:,} new rows (3 rounds): "
-            f"{' / '.join(f'{s:.3f}' for s in seconds)} s, {second.files_read} file read each"
+            f"{' / '.join(f'{s:.3f}' for s in seconds)} s, of which rollups "
+            f"{' / '.join(f'{s:.3f}' for s in rollups)} s; {second.files_read} file read each"
         )
         end = datetime.now(UTC) + timedelta(days=1)
-        app = create_dashboard_app(DashboardSettings(warehouse, refresh_seconds=3600))
-        with TestClient(app) as client:
-
-            def summary(since: datetime, until: datetime) -> Callable[[], object]:
-                params = {"since": since.isoformat(), "until": until.isoformat()}
-
-                def call() -> object:
-                    response = client.get("/api/summary", params=params)
-                    assert response.status_code == 200, response.text
-                    return response.json()
-
-                return call
-
-            month = {"since": (end - timedelta(days=31)).isoformat(), "until": end.isoformat()}
-            users = iter(range(10**6))
-
-            def new_filter() -> object:
-                # Another viewer's filter on the same range: facts warm, panels computed.
-                response = client.get("/api/summary", params={**month, "user": f"user-{next(users) % 50}"})
-                assert response.status_code == 200, response.text
-                return response.json()
-
-            f50, f95 = latency(new_filter, min(args.runs, 48))
-            p50, p95 = latency(summary(end - timedelta(days=31), end), args.runs)
-            d50, d95 = latency(summary(end - timedelta(days=2), end - timedelta(days=1)), args.runs)
-        print(
-            f"(c) dashboard /api/summary, 30-day range, one user filter per call: p50 {f50 * 1000:.0f} ms, "
-            f"p95 {f95 * 1000:.0f} ms; the same range and filters again: p50 {p50 * 1000:.1f} ms, "
-            f"p95 {p95 * 1000:.1f} ms; 1-day (again): p50 {d50 * 1000:.1f} ms, p95 {d95 * 1000:.1f} ms"
-        )
+        for rollups in (False, True):
+            api(warehouse, end, rollups, args.runs)
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

@@ -13,6 +13,7 @@ import polars as pl
 
 from otel_ingest.maintenance import maintain
 from otel_ingest.tables import TableName, Warehouse
+from otel_ingest.usage import rollup
 from otel_ingest.usage.store import UsageStore
 from support import Server, load_captures
 
@@ -29,11 +30,15 @@ def _replay(server: Server, runs: tuple[str, ...]) -> None:
 
 
 def _facts(warehouse: Path) -> dict[str, pl.DataFrame]:
+    """The derived tables in a canonical order (rollups with one row per key)."""
     store = UsageStore(Warehouse(str(warehouse)))
-    return {
+    facts = {
         name: store.scan(name).collect().sort(by)
         for name, by in (("model_calls", "fact_id"), ("activity", "fact_id"), ("points", "series_id"))
     }
+    for name in rollup.SOURCES:
+        facts[name] = rollup.merged(store.scan(name).collect(), name)  # type: ignore[arg-type]
+    return facts
 
 
 def _scratch(warehouse: Path, into: Path) -> dict[str, pl.DataFrame]:

@@ -35,7 +35,7 @@ from otel_ingest.auth import Authenticator, Principal
 from otel_ingest.errors import Unauthorized
 from otel_ingest.schema import TABLE_SUFFIXES
 from otel_ingest.tables import Warehouse
-from otel_ingest.usage import query
+from otel_ingest.usage import query, rolled, rollup
 from otel_ingest.usage.pricing import Pricer
 from otel_ingest.usage.store import UsageStore
 
@@ -58,6 +58,9 @@ class DashboardSettings:
     tokens: str | None = None
     pricer: Pricer | None = None
     refresh_seconds: float = 30.0
+    # Serve totals, charts and leaderboards from the per-day rollup tables (False: from the
+    # facts, as before the rollups existed; bench/usage.py compares the two).
+    rollups: bool = True
 
 
 class Sessions:
@@ -96,7 +99,7 @@ class Dashboard:
         self.auth = Authenticator(settings.tokens)
         self.sessions = Sessions()
         self._refresh_lock = threading.Lock()
-        self._cache: collections.OrderedDict[tuple[query.Filters, tuple[int, ...]], query.Usage] = (
+        self._cache: collections.OrderedDict[tuple[query.Filters, tuple[int, ...]], rolled.Rolled] = (
             collections.OrderedDict()
         )
         self._bodies: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = collections.OrderedDict()
@@ -144,7 +147,7 @@ class Dashboard:
         """The derived tables' current versions (-1: not created yet)."""
         return tuple(
             -1 if (table := self.store.snapshot(name)) is None else table.version()
-            for name in ("model_calls", "activity")
+            for name in ("model_calls", "activity", *rollup.SOURCES)
         )
 
     def summary(self, request: Request, principal: Principal | None, stack: str) -> dict[str, Any]:
@@ -171,25 +174,28 @@ class Dashboard:
                     self._bodies.popitem(last=False)
         return dict(body)
 
-    def _load(self, filters: query.Filters) -> query.Usage:
-        """``query.load``, kept for the next requests of the same range until a refresh
-        (here or in any other process) commits a new version of the derived tables. The
-        page asks for whole days, so every viewer of a range shares one entry."""
+    def _load(self, filters: query.Filters) -> rolled.Rolled:
+        """The range's counted usage as rollup rows (``rolled.load``), kept for the next
+        requests of the same range until a refresh (here or in any other process) commits
+        a new version of the derived tables. The page asks for whole days, so every viewer
+        of a range shares one entry."""
         key = (filters, self.versions())
         with self._cache_lock:
             found = self._cache.get(key)
             if found is not None:
                 self._cache.move_to_end(key)
                 return found
-        usage = query.load(self.store, filters)
-        size = usage.calls.estimated_size() + usage.activity.estimated_size()
+        assert filters.since is not None
+        if self.settings.rollups:
+            usage = rolled.load(self.store, filters.since, filters.until)
+        else:
+            usage = rolled.from_usage(query.load(self.store, filters), self.store)
+        size = _size(usage)
         if size <= CACHE_BYTES:
             with self._cache_lock:
                 self._cache[key] = usage
                 while len(self._cache) > CACHE_ENTRIES or (
-                    len(self._cache) > 1
-                    and sum(u.calls.estimated_size() + u.activity.estimated_size() for u in self._cache.values())
-                    > CACHE_BYTES
+                    len(self._cache) > 1 and sum(_size(u) for u in self._cache.values()) > CACHE_BYTES
                 ):
                     self._cache.popitem(last=False)
         return usage
@@ -201,29 +207,33 @@ class Dashboard:
         allowed = [t for t in frame["table_set"].unique().to_list() if self.readable(principal, t)]
         return frame.filter(pl.col("table_set").is_in(allowed))
 
-    def usage(self, request: Request, principal: Principal | None) -> tuple[query.Usage, dict[str, list[str]]]:
+    def usage(self, request: Request, principal: Principal | None) -> tuple[rolled.Rolled, dict[str, list[str]]]:
         """The usage in the request's time range and filters, and the values the filters offer."""
         params = request.query_params
         now = datetime.now(UTC)
         since = query.parse_time(params["since"]) if params.get("since") else now - timedelta(days=30)
         until = query.parse_time(params["until"], end=True) if params.get("until") else None
         everything = self._load(query.Filters(since=since, until=until))
-        calls = self._readable_rows(everything.calls, principal)
-        activity = self._readable_rows(everything.activity, principal)
-        options = {
-            key: sorted(
-                v for v in pl.concat([calls.select(key), activity.select(key)])[key].unique().to_list() if v is not None
-            )
-            for key in ("agent", "user", "model", "table_set")
-        }
-        for key, column in (("agent", "agent"), ("user", "user"), ("model", "model"), ("table_set", "table_set")):
-            wanted = params.getlist(key)
-            wanted = [w for w in wanted if w]
-            if wanted:
-                calls = calls.filter(calls[column].is_in(wanted))
-                activity = activity.filter(activity[column].is_in(wanted))
         mismatches = self._readable_rows(everything.mismatches, principal)
-        return query.Usage(calls, activity, mismatches), options
+        if principal is not None:
+            table_sets = pl.concat([everything.calls["table_set"], everything.activity["table_set"]]).unique()
+            allowed = [t for t in table_sets.to_list() if self.readable(principal, t)]
+            everything = everything.where(table_set=allowed or ["\x00none"])
+        calls, activity = everything.calls, everything.activity
+        options = {
+            key: sorted(v for v in pl.concat([calls[key], activity[key]]).unique().to_list() if v is not None)
+            for key in rolled.FILTER_COLUMNS
+        }
+        wanted = {key: [w for w in params.getlist(key) if w] for key in rolled.FILTER_COLUMNS}
+        chosen = everything.where(**wanted)
+        return rolled.Rolled(chosen.calls, chosen.activity, mismatches, chosen.details), options
+
+
+def _size(usage: rolled.Rolled) -> int:
+    frames = [usage.calls, usage.activity]
+    if usage.details is not None:
+        frames += [usage.details.facts.calls, usage.details.facts.activity]
+    return sum(int(frame.estimated_size()) for frame in frames)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -1,5 +1,7 @@
-"""The dashboard's panels, computed from one ``query.Usage``: each is a list of rows that
-the page draws and that ``/api/panel/<name>`` exports as JSON or CSV."""
+"""The dashboard's panels, computed from one ``rolled.Rolled`` (the counted calls and
+activity of a range as per-day rollup rows): each is a list of rows that the page draws
+and that ``/api/panel/<name>`` exports as JSON or CSV. Every figure is a sum, a distinct
+count or a quantile that rollup rows give exactly as the facts would (usage/rolled.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import polars as pl
 
 from otel_ingest.usage import query
 from otel_ingest.usage.derive import TOKEN_COLUMNS
+from otel_ingest.usage.rolled import Rolled
 
 PANELS = (
     "totals",
@@ -49,23 +52,35 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """``query.group`` (the report's JSON contract) on rollup rows."""
+    aggregations = [
+        pl.col("calls").fill_null(0).sum().alias("calls"),
+        *[pl.col(c).fill_null(0).sum().alias(c) for c in TOKEN_COLUMNS],
+        pl.when(pl.col("cost_usd").is_not_null().any()).then(pl.col("cost_usd").sum()).alias("cost_usd"),
+        query.cost_source(pl.col("cost_source")).alias("cost_source"),
+        pl.col("rows").filter(~pl.col("priced")).sum().cast(pl.Int64).alias("unpriced_calls"),
+    ]
+    return calls.group_by(by).agg(aggregations).sort(by, nulls_last=True)
+
+
 def _leaderboard(calls: pl.DataFrame, key: str) -> pl.DataFrame:
     return (
-        query.group(calls, [key])
+        group(calls, [key])
         .with_columns((pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens"))
         .sort(["cost_usd", "tokens"], descending=True, nulls_last=True)
     )
 
 
-def totals(usage: query.Usage) -> dict[str, Any]:
+def totals(usage: Rolled) -> dict[str, Any]:
     calls, activity = usage.calls, usage.activity
     kind = activity.group_by("kind").agg(pl.col("value").sum()) if activity.height else pl.DataFrame()
     by_kind = {k: v for k, v in kind.iter_rows()} if kind.height else {}
     input_tokens = int(calls["input_tokens"].sum()) if calls.height else 0
     cache_read = int(calls["cache_read_tokens"].sum()) if calls.height else 0
     costs = calls["cost_usd"].drop_nulls() if calls.height else pl.Series([], dtype=pl.Float64)
-    sessions = pl.concat([calls.select("session"), activity.select("session")])["session"].drop_nulls().n_unique()
-    users = pl.concat([calls.select("user"), activity.select("user")])["user"].drop_nulls().n_unique()
+    sessions = pl.concat([calls["session"], activity["sessions"].explode()]).drop_nulls().n_unique()
+    users = pl.concat([calls["user"], activity["user"]]).drop_nulls().n_unique()
     return {
         "cost_usd": float(costs.sum()) if costs.len() else None,
         "calls": int(calls["calls"].fill_null(0).sum()) if calls.height else 0,
@@ -80,18 +95,18 @@ def totals(usage: query.Usage) -> dict[str, Any]:
         "lines_removed": int(by_kind.get("lines_removed", 0)),
         "commits": int(by_kind.get("commit", 0)),
         "pull_requests": int(by_kind.get("pull_request", 0)),
-        "unpriced_calls": int(calls["cost_usd"].is_null().sum()) if calls.height else 0,
+        "unpriced_calls": int(calls.filter(~pl.col("priced"))["rows"].sum()) if calls.height else 0,
     }
 
 
-def over_time(usage: query.Usage, stack: str) -> pl.DataFrame:
-    grouped = query.group(usage.calls, ["day", stack])
+def over_time(usage: Rolled, stack: str) -> pl.DataFrame:
+    grouped = group(usage.calls, ["day", stack])
     return grouped.with_columns((pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens")).select(
         "day", pl.col(stack).alias("stack"), "cost_usd", "tokens", "calls"
     )
 
 
-def tokens_by_type(usage: query.Usage) -> pl.DataFrame:
+def tokens_by_type(usage: Rolled) -> pl.DataFrame:
     calls = usage.calls
     sums = {c: int(calls[c].sum()) if calls.height else 0 for c in TOKEN_COLUMNS}
     rows = [
@@ -104,13 +119,13 @@ def tokens_by_type(usage: query.Usage) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"type": pl.String, "tokens": pl.Int64}, orient="row")
 
 
-def sessions(usage: query.Usage) -> pl.DataFrame:
+def sessions(usage: Rolled) -> pl.DataFrame:
     calls = usage.calls.filter(pl.col("session").is_not_null())
-    grouped = query.group(calls, ["session", "agent", "user"])
+    grouped = group(calls, ["session", "agent", "user"])
     return grouped.sort("cost_usd", descending=True, nulls_last=True).head(100)
 
 
-def tools(usage: query.Usage) -> pl.DataFrame:
+def tools(usage: Rolled) -> pl.DataFrame:
     activity = usage.activity.filter(pl.col("kind").is_in(["tool_call", "tool_decision"]))
     if not activity.height:
         return pl.DataFrame(
@@ -122,33 +137,37 @@ def tools(usage: query.Usage) -> pl.DataFrame:
                 "accept_rate": pl.Float64,
             }
         )
+    rows = pl.col("rows")
     is_call = pl.col("kind") == "tool_call"
     decided = pl.col("decision").is_not_null()
     return (
         activity.group_by("tool")
         .agg(
-            is_call.sum().cast(pl.Int64).alias("calls"),
-            (pl.col("success").filter(is_call).sum() / is_call.sum()).alias("success_rate"),
-            decided.sum().cast(pl.Int64).alias("decisions"),
-            ((pl.col("decision") == "accept").filter(decided).sum() / decided.sum()).alias("accept_rate"),
+            rows.filter(is_call).sum().cast(pl.Int64).alias("calls"),
+            (rows.filter(is_call & pl.col("success").fill_null(False)).sum() / rows.filter(is_call).sum()).alias(
+                "success_rate"
+            ),
+            rows.filter(decided).sum().cast(pl.Int64).alias("decisions"),
+            (rows.filter(pl.col("decision") == "accept").sum() / rows.filter(decided).sum()).alias("accept_rate"),
         )
         .sort("calls", descending=True)
     )
 
 
-def errors(usage: query.Usage) -> pl.DataFrame:
+def errors(usage: Rolled) -> pl.DataFrame:
     rows = usage.activity.filter(pl.col("kind") == "api_error")
     return (
         rows.group_by("day", "agent", "status_code")
-        .agg(pl.len().cast(pl.Int64).alias("errors"))
+        .agg(pl.col("rows").sum().cast(pl.Int64).alias("errors"))
         .sort("day", "agent", "status_code", nulls_last=True)
     )
 
 
-def latency(usage: query.Usage) -> pl.DataFrame:
-    calls = usage.calls.filter(pl.col("duration_ms").is_not_null())
+def latency(usage: Rolled) -> pl.DataFrame:
+    durations = usage.calls.select("agent", "model", pl.col("durations").alias("duration_ms")).explode("duration_ms")
     return (
-        calls.group_by("agent", "model")
+        durations.filter(pl.col("duration_ms").is_not_null())
+        .group_by("agent", "model")
         .agg(
             pl.len().cast(pl.Int64).alias("calls"),
             pl.col("duration_ms").quantile(0.5, "linear").alias("p50_ms"),
@@ -159,7 +178,17 @@ def latency(usage: query.Usage) -> pl.DataFrame:
     )
 
 
-def panel(usage: query.Usage, name: str, stack: str = "agent") -> list[dict[str, Any]]:
+def unpriced(usage: Rolled) -> pl.DataFrame:
+    """``query.unpriced_models`` on rollup rows."""
+    return (
+        usage.calls.filter(~pl.col("priced"))
+        .group_by("agent", "model")
+        .agg(pl.col("rows").sum().alias("rows"), pl.col("input_tokens").sum(), pl.col("output_tokens").sum())
+        .sort("agent", "model", nulls_last=True)
+    )
+
+
+def panel(usage: Rolled, name: str, stack: str = "agent") -> list[dict[str, Any]]:
     """One panel's rows (``totals`` is one row)."""
     if name == "totals":
         return [totals(usage)]
@@ -174,14 +203,15 @@ def panel(usage: query.Usage, name: str, stack: str = "agent") -> list[dict[str,
         "errors": lambda: errors(usage),
         "latency": lambda: latency(usage),
         "mismatches": lambda: usage.mismatches,
-        "unpriced": lambda: query.unpriced_models(usage.calls),
-        "calls": lambda: usage.calls.sort("time", descending=True).head(ROW_LIMIT),
-        "activity": lambda: usage.activity.sort("time", descending=True).head(ROW_LIMIT),
+        "unpriced": lambda: unpriced(usage),
+        # The underlying rows: facts, newest first, read from the newest days until enough.
+        "calls": lambda: usage.detail_rows("model_calls", ROW_LIMIT),
+        "activity": lambda: usage.detail_rows("activity", ROW_LIMIT),
     }
     if name not in frames:
         raise KeyError(name)
     return records(frames[name]())
 
 
-def summary(usage: query.Usage, stack: str) -> dict[str, Any]:
+def summary(usage: Rolled, stack: str) -> dict[str, Any]:
     return {name: panel(usage, name, stack) if name != "totals" else totals(usage) for name in PANELS}

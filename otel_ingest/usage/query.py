@@ -34,6 +34,8 @@ class Filters:
     users: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     table_sets: tuple[str, ...] = ()
+    # Only these days (``YYYY-MM-DD``), within since/until; empty: every day.
+    days: tuple[str, ...] = ()
 
     def apply(self, frame: pl.LazyFrame) -> pl.LazyFrame:
         # The day partition prunes files; the time bound is then exact.
@@ -41,6 +43,8 @@ class Filters:
             frame = frame.filter(pl.col("day") >= self.since.strftime("%Y-%m-%d"), pl.col("time") >= self.since)
         if self.until is not None:
             frame = frame.filter(pl.col("day") <= self.until.strftime("%Y-%m-%d"), pl.col("time") < self.until)
+        if self.days:
+            frame = frame.filter(pl.col("day").is_in(list(self.days)))
         for column, values in (
             ("agent", self.agents),
             ("user", self.users),
@@ -88,6 +92,12 @@ def select_sources(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     chosen = ranked.filter(pl.col("_rank") == pl.col("_best")).drop("_rank", "_best")
     chosen, gateway_calls = gateway.deduplicate(gateway_calls, chosen)
     chosen = pl.concat([chosen, gateway_calls], how="vertical_relaxed")
+    return chosen.sort("time"), mismatches(calls)
+
+
+def mismatches(calls: pl.DataFrame) -> pl.DataFrame:
+    """Per (table set, agent, day, model): token sums where the logs and the metrics of the
+    same calls disagree. Works on facts and on rollup rows (both carry the token sums)."""
     totals = (
         calls.filter(pl.col("source").is_in(["logs", "metrics"]))
         .group_by("table_set", "agent", "day", "model", "source")
@@ -99,8 +109,7 @@ def select_sources(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         metrics, on=["table_set", "agent", "day", "model"], how="inner", suffix="_metrics", nulls_equal=True
     )
     differs = pl.any_horizontal(*[pl.col(c) != pl.col(f"{c}_metrics") for c in derive.TOKEN_COLUMNS])
-    mismatches = both.filter(differs) if both.height else both
-    return chosen.sort("time"), mismatches
+    return both.filter(differs) if both.height else both
 
 
 def select_activity(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
@@ -127,10 +136,10 @@ def load(store: UsageStore, filters: Filters) -> Usage:
     calls = replace(filters, users=()).apply(store.scan("model_calls")).collect()
     activity = filters.apply(store.scan("activity")).collect().unique(subset=["fact_id"], keep="first").sort("time")
     activity = select_activity(activity, calls)
-    chosen, mismatches = select_sources(calls)
+    chosen, differing = select_sources(calls)
     if filters.users:
         chosen = chosen.filter(pl.col("user").is_in(list(filters.users)))
-    return Usage(chosen, activity, mismatches)
+    return Usage(chosen, activity, differing)
 
 
 def with_periods(frame: pl.DataFrame) -> pl.DataFrame:

@@ -157,18 +157,39 @@ def changes(warehouse: Warehouse, table: RawTable, since: int) -> Changes:
     result = Changes(table, since, version)
     if version <= since:
         return result
-    if since < 0:
+    added = added_files(warehouse, location, since, version)
+    if added is None:
         return _everything(table, since, delta)
+    result.files, result.sizes = added.files, added.sizes
+    return result
+
+
+@dataclass
+class Added:
+    """The data files versions ``since + 1 .. version`` of a table added, with each file's
+    size and partition values (from its add action)."""
+
+    files: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    partitions: list[dict[str, str | None]] = field(default_factory=list)
+
+
+def added_files(warehouse: Warehouse, location: str, since: int, version: int) -> Added | None:
+    """The files added (``dataChange = true``) by the versions after ``since`` up to
+    ``version``; None when the table must be read in full: nothing read yet, a commit
+    file cleaned from the log, or a version that removed data."""
+    if since < 0:
+        return None
     fs, _ = filesystem(warehouse)
     log_path = location.split("://", 1)[1] if "://" in location else location
+    result = Added()
     for each in range(since + 1, version + 1):
         path = f"{log_path}/_delta_log/{each:020d}.json"
         try:
             with fs.open_input_stream(path) as stream:
                 text = stream.read().decode("utf-8")
         except (FileNotFoundError, OSError):
-            # The commit was cleaned from the log: read the whole table again.
-            return _everything(table, since, delta)
+            return None
         for line in text.splitlines():
             if not line.strip():
                 continue
@@ -177,9 +198,10 @@ def changes(warehouse: Warehouse, table: RawTable, since: int) -> Changes:
             if add and add.get("dataChange", True):
                 result.files.append(_join(location, add["path"]))
                 result.sizes.append(int(add.get("size") or 0))
+                result.partitions.append(dict(add.get("partitionValues") or {}))
             remove = action.get("remove")
             if remove and remove.get("dataChange", True):
-                return _everything(table, since, delta)
+                return None
     return result
 
 

@@ -23,19 +23,34 @@ import deltalake
 import polars as pl
 
 from otel_ingest.tables import Warehouse
-from otel_ingest.usage import derive
+from otel_ingest.usage import derive, rollup
 from otel_ingest.usage.gateway import from_gateway
 from otel_ingest.usage.pricing import MILLION, Pricer, Usage, catalog_price, catalog_rates
-from otel_ingest.usage.sources import GATEWAY, Changes, RawTable, changes, derived_location, discover
+from otel_ingest.usage.sources import (
+    GATEWAY,
+    Changes,
+    RawTable,
+    added_files,
+    changes,
+    derived_location,
+    discover,
+)
 
 log = logging.getLogger("otel_ingest.usage")
 
 APP_PREFIX = "otel-ingest-usage:"
+# A rollup table's progress: app_id = this + the fact table's name, version = the fact
+# table's version summed.
+ROLLUP_PREFIX = "otel-ingest-usage-rollup:"
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "model_calls": derive.MODEL_CALLS,
     "activity": derive.ACTIVITY,
     "points": derive.POINTS,
+    **rollup.SCHEMAS,
 }
+# Fact tables are partitioned by day; the rollups are small and read by range through
+# their files' day statistics (one partition per day would mean a file per day per refresh).
+PARTITIONS: dict[str, list[str]] = {"model_calls": ["day"], "activity": ["day"], "points": ["day"]}
 # Commit order: the facts first, the cumulative points last, so the points are never
 # ahead of the facts derived from them.
 COMMIT_ORDER = ("model_calls", "activity", "points")
@@ -52,6 +67,8 @@ class RefreshResult:
     added: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     attempts: int = 1
+    # Of ``seconds``, the time spent bringing the rollup tables up to date.
+    rollup_seconds: float = 0.0
 
 
 def app_id(table: RawTable) -> str:
@@ -85,7 +102,7 @@ class UsageStore:
                 location,
                 schema,
                 mode="ignore",
-                partition_by=["day"],
+                partition_by=PARTITIONS.get(name) or None,
                 storage_options=options,
                 name=f"usage_{name}",
             )
@@ -178,7 +195,46 @@ class UsageStore:
                 frame = self._new_facts(frame, name)
             self._commit(derived[name], frame, transactions[name])
             result.added[name] = result.added.get(name, 0) + frame.height
+        started = time.perf_counter()
+        for name, facts in rollup.SOURCES.items():
+            added = self._roll_up(name, derived[facts])
+            if added:
+                result.added[name] = added
+        result.rollup_seconds = time.perf_counter() - started
         return result
+
+    def _roll_up(self, name: str, facts: deltalake.DeltaTable) -> int:
+        """Sum the facts committed since the rollup's last version into new rollup rows
+        (the rollup is rebuilt from all facts when the fact table's log lost a commit or
+        a version removed facts, as a rebuild of a raw table's facts does). Returns the
+        number of rollup rows written."""
+        target = self._open(name)
+        app = ROLLUP_PREFIX + rollup.SOURCES[name]
+        done = target.transaction_version(app)
+        since = -1 if done is None else done
+        version = facts.version()
+        if version <= since:
+            return 0
+        location = self.location(rollup.SOURCES[name])
+        added = added_files(self.warehouse, location, since, version)
+        options = self.warehouse.storage_options
+        if added is None:
+            rows = pl.scan_delta(location, version=version, storage_options=options).collect()
+        else:
+            parts = []
+            for path, partition in zip(added.files, added.partitions, strict=True):
+                part = pl.read_parquet(path, storage_options=options, hive_partitioning=False)
+                for column, value in partition.items():
+                    if column not in part.columns:
+                        part = part.with_columns(pl.lit(value, TABLES[name].get(column, pl.String())).alias(column))
+                parts.append(part)
+            rows = pl.concat(parts, how="diagonal_relaxed") if parts else derive.empty(TABLES[rollup.SOURCES[name]])
+        frame = rollup.ROLL[name](rows.select(list(TABLES[rollup.SOURCES[name]])))
+        properties = deltalake.CommitProperties(app_transactions=[deltalake.Transaction(app, version)])
+        deltalake.write_deltalake(
+            target, frame.to_arrow(), mode="append" if added is not None else "overwrite", commit_properties=properties
+        )
+        return frame.height
 
     def _read(self, files: list[str]) -> pl.DataFrame:
         if not files:
