@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import deltalake
 import polars as pl
+import pytest
 
 from otel_ingest.maintenance import maintain
 from otel_ingest.tables import TableName, Warehouse
 from otel_ingest.usage import rollup
+from otel_ingest.usage import store as store_module
 from otel_ingest.usage.store import UsageStore
 from support import Server, load_captures
 
@@ -48,7 +51,12 @@ def _scratch(warehouse: Path, into: Path) -> dict[str, pl.DataFrame]:
     return _facts(into)
 
 
-def test_refresh_append_refresh_equals_scratch_and_reads_only_new_files(tmp_path: Path) -> None:
+def test_refresh_append_refresh_equals_scratch_and_reads_only_new_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compact the derived tables as soon as a table (or a day) holds two files: the second
+    # refresh compacts, and what follows must hold after compaction.
+    monkeypatch.setattr(store_module, "COMPACT_FILES", 2)
     server = Server(tmp_path / "warehouse", *SERVER_ARGS)
     try:
         _replay(server, FIRST)
@@ -65,6 +73,10 @@ def test_refresh_append_refresh_equals_scratch_and_reads_only_new_files(tmp_path
         1 for run in LATER for capture in load_captures(run)
     )  # one request → one commit → one file (the server commits each request's rows once)
     assert 0 < second.files_read <= new_files
+    assert {"calls_daily", "activity_daily"} <= set(second.compacted), second.compacted
+    assert any(name.startswith("model_calls/day=") for name in second.compacted), second.compacted
+    for name in ("calls_daily", "activity_daily"):
+        assert len(deltalake.DeltaTable(store.location(name)).file_uris()) == 1, name
     incremental = _facts(server.warehouse)
     scratch = _scratch(server.warehouse, tmp_path / "scratch")
     for name in incremental:

@@ -124,6 +124,36 @@ def _rows_to_dict(rows: list[tuple[Any, ...]]) -> dict[tuple[str, ...], dict[str
     return result
 
 
+_ACTIVITY = (
+    "SELECT schema_name, agent, kind, tool, success, status_code, SUM(value) FROM ("
+    + " UNION ALL ".join(
+        f"SELECT '{s}' AS schema_name, * FROM <catalog>.{s}.{p}_usage_activity" for s in SCHEMAS for p in PREFIXES
+    )
+    + ") AS u GROUP BY schema_name, agent, kind, tool, success, status_code"
+)
+
+
+def _activity_sql(rows: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], float]:
+    return {tuple(r[:6]): round(float(r[6]), 6) for r in rows}
+
+
+def _activity_model(warehouse: Path) -> dict[tuple[Any, ...], float]:
+    """The usage model's activity (what the dashboard counts), summed like _ACTIVITY."""
+    from datetime import UTC, datetime
+
+    from otel_ingest.usage import query
+    from otel_ingest.usage.store import UsageStore
+
+    activity = query.load(UsageStore(Warehouse(str(warehouse))), query.Filters(since=datetime(2000, 1, 1, tzinfo=UTC)))
+    keys = ["schema_name", "agent", "kind", "tool", "success", "status_code"]
+    sums = (
+        activity.activity.with_columns(pl.col("table_set").str.split(".").list.get(1).alias("schema_name"))
+        .group_by(keys)
+        .agg(pl.col("value").sum())
+    )
+    return {tuple(r[:6]): round(float(r[6]), 6) for r in sums.select(*keys, "value").iter_rows()}
+
+
 def _tables(warehouse: Path) -> Iterator[tuple[str, str, Path]]:
     """(schema, table, location) of every table the views read."""
     yield "telemetry", "usage_prices", warehouse / "main" / "telemetry" / "usage_prices"
@@ -160,6 +190,12 @@ def test_views_in_duckdb_equal_the_report(warehouse: Path, report: dict[tuple[st
         "SELECT COUNT(*) FROM lake.telemetry.claude_usage_activity WHERE kind = 'prompt'"
     ).fetchone()
     assert prompts is not None and prompts[0] > 0
+    # Activity: the same sums as the usage model, with events and with metrics only (tool
+    # decisions, tool calls and API errors then come from the agents' event counters).
+    activity = _activity_sql(connection.execute(_ACTIVITY.replace("<catalog>", "lake")).fetchall())
+    assert activity == _activity_model(warehouse)
+    fallback = {key for key in activity if key[0] == "metrics_only" and key[2] in ("tool_decision", "tool_call")}
+    assert "claude-code" in {key[1] for key in fallback}, sorted(activity)
 
 
 @pytest.fixture(scope="module")

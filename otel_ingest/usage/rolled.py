@@ -11,6 +11,7 @@ the facts through ``query.load``, rolled up on the fly with the same functions.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -22,6 +23,8 @@ from otel_ingest.usage.rollup import roll_activity, roll_calls
 from otel_ingest.usage.store import UsageStore
 
 FILTER_COLUMNS = ("agent", "user", "model", "table_set")
+# Facts of a range's newest days kept in memory for its "underlying rows" tables.
+DETAIL_ROWS = 200_000
 
 
 def _counted_calls(rows: pl.DataFrame) -> pl.DataFrame:
@@ -54,8 +57,22 @@ def _days(first: str, last: str) -> list[str]:
 
 
 @dataclass
+class _Newest:
+    """The counted facts of a range's newest rollup days read so far, unfiltered: every
+    filter of the range shares them (a filter's rows are found in memory, not re-read)."""
+
+    days_left: list[str]
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def rows(self) -> int:
+        return sum(frame.height for frame in self.frames)
+
+
+@dataclass
 class Details:
-    """The facts behind a rolled-up range, read on demand, newest first, with a limit
+    """The facts behind a rolled-up range, read on demand, newest days first, with a limit
     (the dashboard's "underlying rows" tables)."""
 
     store: UsageStore
@@ -64,6 +81,8 @@ class Details:
     call_keys: pl.DataFrame
     activity_keys: pl.DataFrame
     wanted: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Shared by the copies ``Rolled.where`` makes (one per filter of the range).
+    newest: dict[str, _Newest] = field(default_factory=dict)
 
     def _filter(self) -> pl.Expr:
         condition = pl.lit(True)
@@ -71,28 +90,43 @@ class Details:
             condition = condition & pl.col(column).is_in(list(values))
         return condition
 
+    def _read(self, name: str, days: list[str], keys: pl.DataFrame, condition: pl.Expr) -> pl.DataFrame:
+        """The counted facts of ``days``: the day partitions prune files."""
+        read = (
+            self.store.scan(name)
+            .filter(pl.col("day").is_in(days))
+            .filter(condition)
+            .collect()
+            .unique(subset=["fact_id"], keep="first")
+        )
+        return read.join(keys, on=keys.columns, how="semi", nulls_equal=True)
+
     def rows(self, name: Literal["model_calls", "activity"], limit: int) -> pl.DataFrame:
         own = self.facts.calls if name == "model_calls" else self.facts.activity
         keys = self.call_keys if name == "model_calls" else self.activity_keys
-        parts = [own.filter(self._filter())]
-        found = 0
-        days = sorted(self.rollup_days, reverse=True)
-        window = 1
-        while days and found < limit:
-            chunk, days = days[:window], days[window:]
-            window *= 2
-            read = (
-                self.store.scan(name)
-                .filter(pl.col("day").is_in(chunk))
-                .filter(self._filter())
-                .collect()
-                .unique(subset=["fact_id"], keep="first")
-            )
-            read = read.join(keys, on=keys.columns, how="semi", nulls_equal=True)
-            found += read.height
-            parts.append(read)
-        newest = pl.concat(parts, how="vertical_relaxed").sort(["time", "fact_id"], descending=[True, False])
-        return newest.head(limit)
+        condition = self._filter()
+        parts = [own.filter(condition)]
+        newest = self.newest.setdefault(name, _Newest(sorted(self.rollup_days, reverse=True)))
+        with newest.lock:
+            # Read more of the newest days (1, 2, 4, ... at a time) until the filter finds
+            # ``limit`` rows: older days cannot hold newer rows. Kept in memory up to
+            # DETAIL_ROWS; past that, the rest is read with the filter and not kept.
+            found = [frame.filter(condition) for frame in newest.frames]
+            window = max(1, len(self.rollup_days) - len(newest.days_left))
+            days_left = newest.days_left
+            while days_left and sum(f.height for f in found) < limit:
+                chunk, days_left = days_left[:window], days_left[window:]
+                window *= 2
+                if newest.rows < DETAIL_ROWS:
+                    frame = self._read(name, chunk, keys, pl.lit(True))
+                    newest.frames.append(frame)
+                    newest.days_left = days_left
+                    found.append(frame.filter(condition))
+                else:
+                    found.append(self._read(name, chunk, keys, condition))
+        parts += found
+        rows = pl.concat(parts, how="vertical_relaxed").sort(["time", "fact_id"], descending=[True, False])
+        return rows.head(limit)
 
 
 @dataclass

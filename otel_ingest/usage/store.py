@@ -57,6 +57,10 @@ COMMIT_ORDER = ("model_calls", "activity", "points")
 COMMIT_ATTEMPTS = 5
 # Raw files are read in groups of about this many (compressed) bytes.
 READ_BATCH_BYTES = 32 * 2**20
+# Each refresh adds a small file per derived table (and per day it touched, for the
+# day-partitioned facts): a rollup table, or a day of a fact table, is compacted once it
+# holds this many files.
+COMPACT_FILES = 32
 
 
 @dataclass
@@ -69,6 +73,9 @@ class RefreshResult:
     attempts: int = 1
     # Of ``seconds``, the time spent bringing the rollup tables up to date.
     rollup_seconds: float = 0.0
+    # Days whose facts this refresh wrote, and the tables (or days) compacted after it.
+    days: set[str] = field(default_factory=set)
+    compacted: list[str] = field(default_factory=list)
 
 
 def app_id(table: RawTable) -> str:
@@ -150,9 +157,43 @@ class UsageStore:
                 log.info("Another refresh committed first (%s); looking again.", error)
                 continue
             result.attempts = attempt
+            result.compacted = self.compact(result.days)
             result.seconds = time.perf_counter() - started
             return result
         raise AssertionError("unreachable")
+
+    def compact(self, days: set[str]) -> list[str]:
+        """Merge the small files refreshes leave: each rollup table once it holds
+        ``COMPACT_FILES`` files, and each of ``days`` of a day-partitioned table once that
+        day does. Compaction rewrites files with ``dataChange = false``, which the refresh's
+        change readers skip, and never conflicts with a refresh's append; a compaction
+        that loses a race with another is skipped (the next refresh tries again)."""
+        done: list[str] = []
+        for name in TABLES:
+            location = self.location(name)
+            options = self.warehouse.storage_options
+            if not deltalake.DeltaTable.is_deltatable(location, options):
+                continue
+            table = deltalake.DeltaTable(location, storage_options=options)
+            try:
+                if not PARTITIONS.get(name):
+                    if len(table.file_uris()) >= COMPACT_FILES:
+                        table.optimize.compact()
+                        done.append(name)
+                    continue
+                if not days:
+                    continue
+                actions = pl.DataFrame(table.get_add_actions(flatten=True))
+                if not actions.height or "partition.day" not in actions.columns:
+                    continue
+                counts = actions.filter(pl.col("partition.day").is_in(sorted(days)))["partition.day"].value_counts()
+                crowded = counts.filter(pl.col("count") >= COMPACT_FILES)["partition.day"].to_list()
+                if crowded:
+                    table.optimize.compact(partition_filters=[("day", "in", sorted(crowded))])
+                    done += [f"{name}/day={day}" for day in sorted(crowded)]
+            except Exception as error:  # best effort: the data is correct either way
+                log.info("Compaction of %s skipped: %s", name, error)
+        return done
 
     def _refresh_once(self) -> RefreshResult:
         result = RefreshResult()
@@ -186,6 +227,7 @@ class UsageStore:
                     self._commit(
                         derived[name], frame, [deltalake.Transaction(app_id(table), version)], replace=table.key
                     )
+                    result.days.update(frame["day"].unique().drop_nulls().to_list())
                     result.added[name] = result.added.get(name, 0) + frame.height
         for name in COMMIT_ORDER:
             if not transactions[name]:
@@ -194,6 +236,7 @@ class UsageStore:
             if name != "points":
                 frame = self._new_facts(frame, name)
             self._commit(derived[name], frame, transactions[name])
+            result.days.update(frame["day"].unique().drop_nulls().to_list())
             result.added[name] = result.added.get(name, 0) + frame.height
         started = time.perf_counter()
         for name, facts in rollup.SOURCES.items():
