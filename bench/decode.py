@@ -5,7 +5,9 @@
 Every captured request (tests/captures) is scaled to ~``--records`` records (bench/run.py's
 mix). For each signal, encoding and decoder it times body → Arrow batch, the work a request
 costs before its commit: the Python path is ``wire.decode_request`` + the flattener +
-``.batch`` (the Arrow conversion the commit does), the native one ``decode.native.decode``.
+``.batch`` (the Arrow conversion the commit does), the native one ``decode.native.decode``
+for protobuf and ``decode.from_json`` for OTLP/JSON (JSON → protobuf bytes in C, then the
+native decoder, or protobuf + the flattener for the signals it does not cover yet).
 It also decodes on two threads at once (wall time), to show the native decoder releases the
 GIL. The machine is shared and noisy: compare the ratios, not the absolute figures.
 """
@@ -26,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from run import build_mix  # noqa: E402
 
-from otel_ingest import otlp_json, wire  # noqa: E402
-from otel_ingest.decode import native  # noqa: E402
+from otel_ingest import decode, otlp_json, wire  # noqa: E402
+from otel_ingest.decode import jsonpb, native  # noqa: E402
 from otel_ingest.flatten import FLATTENERS  # noqa: E402
 from otel_ingest.schema import SIGNALS, Signal  # noqa: E402
 
@@ -55,6 +57,15 @@ def native_path(signal: Signal, body: bytes) -> Callable[[], object]:
     def work() -> object:
         result = native.decode(signal, body, -1)
         assert result is not None, "the native decoder declined a captured request"
+        return result.batch
+
+    return work
+
+
+def json_path(signal: Signal, body: bytes) -> Callable[[], object]:
+    def work() -> object:
+        result = decode.from_json(signal, body, -1)
+        assert result is not None, "the JSON transcoder declined a captured request"
         return result.batch
 
     return work
@@ -99,6 +110,8 @@ def main() -> None:
                 python += timed(python_path(signal, body, encoding), args.seconds / len(payloads))
                 if native.available() and encoding == "protobuf" and signal in native.SIGNALS:
                     native_time += timed(native_path(signal, body), args.seconds / len(payloads))
+                elif jsonpb.available() and encoding == "json":
+                    native_time += timed(json_path(signal, body), args.seconds / len(payloads))
             py_us = python / records * 1e6
             if native_time:
                 nat_us = native_time / records * 1e6
@@ -107,14 +120,16 @@ def main() -> None:
                 print(f"{signal:8} {encoding:9} {py_us:9.2f} {'-':>9} {'-':>14}")
     if native.available():
         (logs,) = [p for p in mix if p.signal == "logs" and p.records >= args.records][:1] or [mix[0]]
+        logs_json = otlp_json.dumps(wire.decode_request("logs", logs.body, "protobuf")[0])
         ratios = []
         for name, work in (
             ("native", native_path("logs", logs.body)),
             ("python", python_path("logs", logs.body, "protobuf")),
+            ("json native", json_path("logs", logs_json)),
         ):
             one, two = on_threads(work, args.seconds, 1), on_threads(work, args.seconds, 2)
             ratios.append(f"{name} {two / one:.2f}× ({one:.0f} → {two:.0f} requests/s)")
-        print("two threads vs one (wall clock), logs protobuf:", ", ".join(ratios))
+        print("two threads vs one (wall clock), logs:", ", ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Fuzz the native decoder with libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer.
+"""Fuzz the native decoder and its OTLP/JSON front end with libFuzzer, AddressSanitizer and
+UndefinedBehaviorSanitizer.
 
     python fuzz/run.py [--seconds 60] [--corpus DIR] [--jobs N]
 
@@ -7,7 +8,10 @@ libFuzzer binary with clang (Debian: ``apt-get install clang libclang-rt-14-dev`
 fixed malformed cases of tests/test_decoder.py once each, then fuzzes for ``--seconds`` from a
 corpus seeded with every captured logs request (tests/captures, decompressed, JSON ones
 re-encoded as protobuf) and those cases. Any sanitizer report, crash, leak or timeout fails
-the run (exit status 1) and leaves the input in ``--artifacts``. Fuzzing longer: pass a
+the run (exit status 1) and leaves the input in ``--artifacts``. A third of the time goes to
+``_jsonpb.c`` (OTLP/JSON → protobuf bytes, all three signals), built the same way with the
+message table of the installed protos, from every JSON capture, every capture re-encoded as
+JSON and the fixed cases of tests/test_jsonpb.py, with a dictionary of the OTLP keys. Fuzzing longer: pass a
 persistent ``--corpus`` folder and ``--seconds 3600`` (or more, with ``--jobs`` on more cores);
 the corpus grows with every run. tests/test_decoder_fuzz.py runs it for a minute in CI.
 """
@@ -24,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "otel_ingest" / "decode" / "_native.c"
+JSON_SOURCE = ROOT / "otel_ingest" / "decode" / "_jsonpb.c"
+JSON_MAX_LEN = 65536
 FLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", "-DOTEL_NATIVE_FUZZ"]
 
 
@@ -57,6 +63,68 @@ def seeds() -> dict[str, bytes]:
     return out
 
 
+def json_seeds() -> dict[str, bytes]:
+    """Name → body: JSON captures as sent, every capture as JSON, the fixed cases of test_jsonpb."""
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+    from test_jsonpb import CAPTURED, FIXED
+
+    out = {
+        f"fixed-{i}": body if isinstance(body, bytes) else body.encode() for i, (_, body) in enumerate(FIXED.values())
+    }
+    for name, _, bodies in CAPTURED:
+        for i, (body, _) in enumerate(bodies):
+            if len(body) <= JSON_MAX_LEN:  # small inputs: many more runs in the time
+                out[f"capture-{name.replace('/', '-')}-{i}"] = body
+    return out
+
+
+def build_json(clang: str, work: Path) -> tuple[Path, Path]:
+    """The JSON transcoder's fuzzing binary, with the message table compiled in, and its dictionary."""
+    sys.path[:0] = [str(ROOT)]
+    from otel_ingest.decode import jsonpb
+
+    table, _ = jsonpb.table()
+    header = work / "jsonpb_schema.h"
+    header.write_text(f"static const uint8_t SCHEMA_BLOB[] = {{{','.join(map(str, table))}}};\n")
+    binary = work / "fuzz_json"
+    defines = ["-DOTEL_JSONPB_FUZZ", f'-DOTEL_JSONPB_SCHEMA="{header}"']
+    flags = [flag for flag in FLAGS if flag != "-DOTEL_NATIVE_FUZZ"]
+    subprocess.run([clang, *flags, *defines, str(JSON_SOURCE), "-o", str(binary)], check=True)
+    names = {name for message in jsonpb.messages()[0] for f in message.fields for name in (f.name, f.json_name)}
+    tokens = sorted(f'"\\"{name}\\":"' for name in names)
+    tokens += ['"null"', '"true"', '"false"', '"\\\\u"', '"\\"NaN\\""', '"1e999"', '"-0"', '"[{"', '"}]"']
+    dictionary = work / "json.dict"
+    dictionary.write_text("\n".join(tokens) + "\n")
+    return binary, dictionary
+
+
+def fuzz(
+    binary: Path, seeds: dict[str, bytes], corpus: Path, seconds: int, args: argparse.Namespace, *extra: str
+) -> bool:
+    """Every seed once (the fixed cases), then fuzzing for ``seconds``; False on any finding."""
+    seed_dir = binary.parent / f"{binary.name}-seeds"
+    seed_dir.mkdir()
+    for name, body in seeds.items():
+        (seed_dir / f"{name}-{hashlib.sha256(body).hexdigest()[:8]}").write_bytes(body)
+    corpus.mkdir(parents=True, exist_ok=True)
+    common = [f"-artifact_prefix={args.artifacts}/", "-timeout=10", "-rss_limit_mb=2048", "-max_len=1048576", *extra]
+    once = subprocess.run([str(binary), *common, *sorted(map(str, seed_dir.iterdir()))])
+    if once.returncode != 0:
+        return False
+    run = subprocess.run(
+        [
+            str(binary),
+            *common,
+            f"-max_total_time={seconds}",
+            *([f"-jobs={args.jobs}", f"-workers={args.jobs}"] if args.jobs > 1 else []),
+            "-print_final_stats=1",
+            str(corpus),
+            str(seed_dir),
+        ]
+    )
+    return run.returncode == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60)
@@ -68,34 +136,28 @@ def main() -> int:
     if clang is None:
         print("fuzz: clang not found (Debian: apt-get install clang libclang-rt-14-dev)", file=sys.stderr)
         return 2
+    json_seconds = max(1, args.seconds // 3)
     with tempfile.TemporaryDirectory(prefix="otel-ingest-fuzz-") as tmp:
         work = Path(tmp)
         binary = work / "fuzz_logs"
         subprocess.run([clang, *FLAGS, str(SOURCE), "-o", str(binary), "-lm"], check=True)
-        seed_dir = work / "seeds"
-        seed_dir.mkdir()
-        for name, body in seeds().items():
-            (seed_dir / f"{name}-{hashlib.sha256(body).hexdigest()[:8]}").write_bytes(body)
-        corpus = args.corpus or work / "corpus"
-        corpus.mkdir(parents=True, exist_ok=True)
+        json_binary, dictionary = build_json(clang, work)
         args.artifacts.mkdir(parents=True, exist_ok=True)
-        common = [f"-artifact_prefix={args.artifacts}/", "-timeout=10", "-rss_limit_mb=2048", "-max_len=1048576"]
-        # Every seed once (the fixed cases), then the fuzzing itself.
-        once = subprocess.run([str(binary), *common, *sorted(map(str, seed_dir.iterdir()))])
-        if once.returncode != 0:
+        corpus = args.corpus or work / "corpus"
+        if not fuzz(binary, seeds(), corpus, args.seconds - json_seconds, args):
             return 1
-        fuzz = subprocess.run(
-            [
-                str(binary),
-                *common,
-                f"-max_total_time={args.seconds}",
-                *([f"-jobs={args.jobs}", f"-workers={args.jobs}"] if args.jobs > 1 else []),
-                "-print_final_stats=1",
-                str(corpus),
-                str(seed_dir),
-            ]
-        )
-        return 0 if fuzz.returncode == 0 else 1
+        json_corpus = corpus.with_name(corpus.name + "-json")
+        if not fuzz(
+            json_binary,
+            json_seeds(),
+            json_corpus,
+            json_seconds,
+            args,
+            f"-dict={dictionary}",
+            f"-max_len={JSON_MAX_LEN}",
+        ):
+            return 1
+        return 0
 
 
 if __name__ == "__main__":

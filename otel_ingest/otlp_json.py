@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -21,13 +22,13 @@ from otel_ingest.errors import DecodeError
 M = TypeVar("M", bound=Message)
 
 # Every bytes field in the OTLP export requests is an id, under one of these keys.
-_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 
 
 def _hex_ids_to_base64(node: Any) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in _ID_KEYS and isinstance(value, str):
+            if key in ID_KEYS and isinstance(value, str):
                 try:
                     node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
                 except ValueError as exc:
@@ -40,6 +41,29 @@ def _hex_ids_to_base64(node: Any) -> None:
         for item in node:
             if isinstance(item, (dict, list)):
                 _hex_ids_to_base64(item)
+
+
+# A \uD800-\uDFFF escape: a lone one makes a str protobuf cannot take (upb raises SystemError
+# when such a str is looked up as a field or enum name, a 500 before).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _refuse_lone_surrogates(key)
+            _refuse_lone_surrogates(value)
+    elif isinstance(node, list):
+        for item in node:
+            _refuse_lone_surrogates(item)
+    elif isinstance(node, str):
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DecodeError(
+                f"The JSON body holds a lone UTF-16 surrogate in {node[:64]!r}; escape characters past "
+                "U+FFFF as a surrogate pair, or send them as UTF-8."
+            ) from exc
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -75,11 +99,14 @@ def parse(body: bytes, message: M) -> M:
     if not isinstance(document, dict):
         raise DecodeError(f"The JSON body must be an object holding an OTLP {name}.")
     try:
+        if _SURROGATE_ESCAPE.search(body):
+            _refuse_lone_surrogates(document)
         _hex_ids_to_base64(document)
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except RecursionError as exc:
         raise DecodeError(f"The JSON body nests too deeply to be an OTLP {name}.") from exc
-    except (json_format.ParseError, ValueError, TypeError, binascii.Error) as exc:
+    # OverflowError: json_format's float() of an integer past the double range (a 500 before).
+    except (json_format.ParseError, ValueError, TypeError, OverflowError, binascii.Error) as exc:
         reason = str(exc)
         if "too deep" in reason:
             raise DecodeError(
@@ -93,7 +120,7 @@ def parse(body: bytes, message: M) -> M:
 def _base64_ids_to_hex(node: Any) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in _ID_KEYS and isinstance(value, str):
+            if key in ID_KEYS and isinstance(value, str):
                 node[key] = base64.b64decode(value).hex()
             else:
                 _base64_ids_to_hex(value)

@@ -233,6 +233,18 @@ def _protobuf_problem(name: str, exc: Exception) -> str:
     return f"The body is not a valid protobuf {name} ({reason}); check that Content-Type matches the body."
 
 
+def mislabelled_json(signal: Signal, body: bytes) -> bool:
+    """Whether a body labelled protobuf is read as JSON: it starts with ``{`` and does not parse
+    as protobuf (decode_request's rule)."""
+    if body.lstrip()[:1] != b"{":
+        return False
+    try:
+        REQUESTS[signal]().ParseFromString(body)
+    except (ProtobufDecodeError, RecursionError):
+        return True
+    return False
+
+
 def decode_request(signal: Signal, body: bytes, encoding: Encoding) -> tuple[Message, Encoding]:
     """Parse an export request; returns it with the encoding the body really had.
 

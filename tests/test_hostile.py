@@ -543,6 +543,8 @@ RECORD = '{"resourceLogs":[{"scopeLogs":[{"logRecords":[%s]}]}]}'
         (RECORD % '{"timeUnixNano":1e400}', "timeUnixNano"),
         (RECORD % '{"body":{"intValue":100000000000000000000000000000}}', "out of range"),
         (RECORD % '{"body":{"doubleValue":1e400}}', "Infinity"),
+        (RECORD % ('{"body":{"doubleValue":1' + "0" * 400 + "}}"), "too large"),  # was a 500
+        (RECORD % r'{"severityNumber":"\ud800"}', "lone UTF-16 surrogate"),  # was a 500
         (RECORD % '{"body":{"stringValue":"a","intValue":1}}', "oneof"),
         (RECORD % '{"attributes":{"k":"v"}}', "attributes"),
         (RECORD % '{"flags":-1}', "flags"),

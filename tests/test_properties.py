@@ -53,6 +53,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from otel_ingest import otlp_json, wire
+from otel_ingest.decode import jsonpb
 from otel_ingest.flatten import FLATTENERS
 from otel_ingest.flatten.common import MAX_ANY_VALUE_DEPTH, Flattened, any_value_text, attributes
 from otel_ingest.schema import SIGNALS, Signal, signal_schema
@@ -491,6 +492,16 @@ def json_bodies(request: Message) -> Iterator[tuple[str, bytes]]:
     yield "snake_case, int64 numbers, enum numbers, upper-case hex, pretty", json.dumps(snake, indent=2).encode()
 
 
+def assert_transcoded(signal: Signal, body: bytes, decoded: Message) -> None:
+    """The C OTLP/JSON transcoder (decode/jsonpb.py) decides the body and gives json_format's message."""
+    if not jsonpb.available():
+        return
+    proto = jsonpb.transcode(signal, body)
+    assert proto is not None, "the JSON transcoder declined a valid request"
+    transcoded = wire.REQUESTS[signal].FromString(proto)
+    assert transcoded.SerializeToString(deterministic=True) == decoded.SerializeToString(deterministic=True)
+
+
 def hex_or_none(value: bytes) -> str | None:
     return value.hex() if value else None
 
@@ -763,6 +774,7 @@ def test_protobuf_and_every_json_dialect_give_identical_rows(signal: Signal, dat
     for dialect, body in json_bodies(request):
         decoded, encoding = wire.decode_request(signal, body, "json")
         assert encoding == "json"
+        assert_transcoded(signal, body, decoded)
         result = flatten(decoded)
         assert result.rejected == 0, (dialect, result.first_error)
         assert rows(result) == expected, dialect
@@ -919,7 +931,10 @@ def test_one_invalid_record_is_rejected_alone(signal: Signal, data: st.DataObjec
     bodies += [(dialect, body) for dialect, body in json_bodies(invalid)]
     for how, body in bodies:
         if isinstance(body, bytes):
+            raw = body
             body, _ = wire.decode_request(signal, body, "protobuf" if how == "protobuf" else "json")
+            if how != "protobuf":
+                assert_transcoded(signal, raw, body)
         result = FLATTENERS[signal](body)
         assert result.rejected == 1, how
         assert result.rows == total - 1, how

@@ -7,15 +7,19 @@ holds the event loop: ``/healthz`` and other clients are served meanwhile.
 Two decoders give the same rows: the compiled one (``native``, protobuf logs today, the GIL
 released while it works) and the Python flatteners (``otel_ingest.flatten``), the reference,
 used for everything else, when the compiled module was not built, or when
-``OTEL_INGEST_DECODER=python``.
+``OTEL_INGEST_DECODER=python``. OTLP/JSON bodies are first turned into protobuf bytes in C
+(``jsonpb``), which either decoder then reads; json_format.ParseDict only answers the bodies
+that step declines (invalid ones among them).
 """
 
 from __future__ import annotations
 
 import os
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
 from otel_ingest import wire
-from otel_ingest.decode import native
+from otel_ingest.decode import jsonpb, native
 from otel_ingest.flatten import FLATTENERS, Flattened
 from otel_ingest.schema import Signal
 
@@ -37,8 +41,9 @@ def describe() -> tuple[bool, str]:
             "slower Python decoder. Install gcc and the Python headers and reinstall for the fast path."
         )
     covered = ", ".join(native.SIGNALS)
+    json_note = "OTLP/JSON is turned into protobuf in C first" if jsonpb.available() else "OTLP/JSON with json_format"
     return True, (
-        f"Decoding protobuf {covered} with the native decoder; OTLP/JSON and the other signals with the Python decoder."
+        f"Decoding protobuf {covered} with the native decoder, the other signals with the Python decoder; {json_note}."
     )
 
 
@@ -51,9 +56,31 @@ def decode(
     past it is decoded by the Python path, which charges and refuses it as usual. Raises
     ``DecodeError`` for a body that is not a valid request of ``signal``.
     """
-    if encoding == "protobuf" and use_native():
-        flattened = native.decode(signal, body, max_output_bytes)
-        if flattened is not None:
-            return flattened, "protobuf"
+    if use_native():
+        if encoding == "protobuf":
+            flattened = native.decode(signal, body, max_output_bytes)
+            if flattened is not None:
+                return flattened, "protobuf"
+            if wire.mislabelled_json(signal, body):  # Codex CLI sends JSON labelled protobuf
+                encoding = "json"
+        if encoding == "json":
+            flattened = from_json(signal, body, max_output_bytes)
+            if flattened is not None:
+                return flattened, "json"
     message, encoding = wire.decode_request(signal, body, encoding)
     return FLATTENERS[signal](message), encoding
+
+
+def from_json(signal: Signal, body: bytes, max_output_bytes: int) -> Flattened | None:
+    """The rows of an OTLP/JSON body by way of protobuf bytes, or None when json_format must answer."""
+    proto = jsonpb.transcode(signal, body)
+    if proto is None:
+        return None
+    flattened = native.decode(signal, proto, max_output_bytes)
+    if flattened is not None:
+        return flattened
+    try:  # the other signals, or rows past the limit: the same message, parsed by protobuf
+        message = wire.REQUESTS[signal].FromString(proto)
+    except (ProtobufDecodeError, RecursionError):
+        return None
+    return FLATTENERS[signal](message)
