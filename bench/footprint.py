@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -187,6 +188,33 @@ class Sample:
     minutes: float
     records: int
     used: Storage
+    reference_ms: float  # what a commit to a new table costs on this machine at that moment
+
+
+# 200 log-like rows: the reference commit's batch.
+REFERENCE_BATCH = pa.table(
+    {
+        "time_unix_nano": pa.array(range(200), pa.int64()),
+        "body": pa.array([f"reference record {i} " + "x" * 200 for i in range(200)]),
+        "attributes": pa.array([{"session.id": f"s{i % 7}", "model": "m"} for i in range(200)]),
+    }
+)
+
+
+def reference_commit_ms(folder: Path) -> float:
+    """Median of three appends to a table created just now: the machine's commit speed at this
+    moment, with no history to slow it. The servers' commit times are divided by it, so that
+    a machine that gets busier during the run (it is shared) is not mistaken for tables that
+    get slower as they grow."""
+    path = folder / f"reference-{time.monotonic_ns()}"
+    deltalake.write_deltalake(str(path), REFERENCE_BATCH)
+    times = []
+    for _ in range(3):
+        begun = time.perf_counter()
+        deltalake.write_deltalake(str(path), REFERENCE_BATCH, mode="append")
+        times.append((time.perf_counter() - begun) * 1000)
+    shutil.rmtree(path, ignore_errors=True)
+    return statistics.median(times)
 
 
 @dataclass
@@ -250,7 +278,7 @@ def main() -> None:
     print(f"load average at the start: {_load()}", flush=True)
     header = (
         f"{'min':>5} {'side':>7} {'records':>9} {'B/rec':>6} {'objects':>7} {'data':>5} {'log':>5} "
-        f"{'commits MB':>10} {'compacted MB':>12} {'replaced MB':>11} {'log MB':>6}"
+        f"{'commits MB':>10} {'compacted MB':>12} {'replaced MB':>11} {'log MB':>6} {'ref ms':>6}"
     )
     print(header)
     print("-" * len(header), flush=True)
@@ -261,15 +289,18 @@ def main() -> None:
     try:
         while time.monotonic() < end:
             time.sleep(max(0.0, min(args.sample, end - time.monotonic())))
+            reference = reference_commit_ms(folder)
             for side in sides:
-                sample = Sample((time.monotonic() - started) / 60, side.load.records, storage(side.warehouse))
+                sample = Sample(
+                    (time.monotonic() - started) / 60, side.load.records, storage(side.warehouse), reference
+                )
                 side.samples.append(sample)
                 used = sample.used
                 print(
                     f"{sample.minutes:5.1f} {side.label:>7} {sample.records:9,d} "
                     f"{used.bytes / max(1, sample.records):6.1f} {used.objects:7,d} {used.data_files:5,d} "
                     f"{used.log_files:5,d} {used.commits / 1e6:10.2f} {used.compacted / 1e6:12.2f} "
-                    f"{used.replaced / 1e6:11.2f} {used.log / 1e6:6.2f}",
+                    f"{used.replaced / 1e6:11.2f} {used.log / 1e6:6.2f} {sample.reference_ms:6.1f}",
                     flush=True,
                 )
     finally:
@@ -314,9 +345,19 @@ def report(side: Side) -> None:
         f"storage / compacted = {before.bytes / max(1, compacted.data_bytes):.2f}x\n"
         f"  commit ms, median: first minute {statistics.median(first):.0f} ({len(first)} commits), "
         f"last minute {statistics.median(last):.0f} ({len(last)}); "
-        f"end / start = {statistics.median(last) / max(statistics.median(first), 1e-9):.2f}\n"
-        f"  storage / compacted at each sample (records so far x {per_record:.1f} B/record):"
+        f"end / start = {statistics.median(last) / max(statistics.median(first), 1e-9):.2f}"
     )
+    if len(side.samples) >= 4:
+        # The machine's own drift over the run: reference commits of the first and last two samples.
+        ref_first = statistics.median(s.reference_ms for s in side.samples[:2])
+        ref_last = statistics.median(s.reference_ms for s in side.samples[-2:])
+        growth = statistics.median(last) / max(statistics.median(first), 1e-9)
+        print(
+            f"  reference commit to a new table, ms: first samples {ref_first:.1f}, last {ref_last:.1f} "
+            f"(the machine: x{ref_last / ref_first:.2f}); commit time end / start relative to it = "
+            f"{growth / (ref_last / ref_first):.2f}"
+        )
+    print(f"  storage / compacted at each sample (records so far x {per_record:.1f} B/record):")
     print(
         "   "
         + "  ".join(f"{s.minutes:.1f}m {s.used.bytes / max(1.0, s.records * per_record):.2f}x" for s in side.samples)

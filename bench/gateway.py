@@ -20,7 +20,14 @@ Starts a minimal Anthropic-speaking upstream (this file, ``--upstream PORT``) an
   same shuffled rounds (before/after a change, on the same machine at the same moment).
   (c) stream throughput: one large SSE stream (``--megabytes`` of content_block_delta
       events in 16 KiB writes), direct vs through, alternating, best and median of
-      ``--rounds``; the loss in percent and the gateway's CPU per streamed MB.
+      ``--rounds``; the loss in percent and the gateway's CPU per streamed MB. The three
+      processes (client, gateway, upstream) all want a core at once here, so on two cores
+      this is the machine's CPU contention more than the gateway's rate.
+  (d) a paced stream, as a model sends one: ``--paced-rate`` text deltas per second for
+      ``--paced-seconds``, each carrying the upstream's send time, direct vs through,
+      alternating for ``--rounds``. The delivered rate (events/s from the first to the last
+      delta) gives the throughput loss, and the per-event lag (receive − send) the latency the
+      gateway adds to every token, p50/p99.
 
 The client sets TCP_NODELAY, as the coding agents' HTTP stacks do (Node's sockets do by
 default): without it, httpx's separate writes of headers and body meet the server's
@@ -31,6 +38,7 @@ at the start and the end: the machine is shared, compare figures of one run only
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -50,7 +58,7 @@ TOKEN = "bench-token-0123456789abcdef"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def upstream_app(megabytes: int) -> object:
+def upstream_app(megabytes: int, paced_rate: float = 0.0, paced_seconds: float = 0.0) -> object:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response, StreamingResponse
@@ -104,7 +112,26 @@ def upstream_app(megabytes: int) -> object:
             for part in short:
                 yield part
 
-        body = big() if document.get("model") == "claude-bench-big" else small()
+        async def paced() -> object:
+            # On schedule (not "sleep then send"): a late event does not delay the next ones.
+            yield start
+            begun = time.time()
+            for i in range(int(paced_rate * paced_seconds)):
+                delay = begun + i / paced_rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                yield event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": repr(time.time())},
+                    },
+                )
+            yield end
+
+        model = document.get("model")
+        body = big() if model == "claude-bench-big" else paced() if model == "claude-bench-paced" else small()
         return StreamingResponse(body, media_type="text/event-stream")  # type: ignore[arg-type]
 
     return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
@@ -153,6 +180,20 @@ def throughput(client: httpx.Client, url: str, headers: dict[str, str], body: by
         for chunk in response.iter_raw(65536):
             size += len(chunk)
     return size / (time.perf_counter() - started) / 1e6, size
+
+
+def paced_stream(client: httpx.Client, url: str, headers: dict[str, str], body: bytes) -> tuple[float, list[float]]:
+    """(delivered text deltas per second, each delta's lag in seconds) of one paced stream."""
+    lags: list[float] = []
+    arrivals: list[float] = []
+    with client.stream("POST", url, content=body, headers=headers) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and '"text_delta"' in line:
+                now = time.time()
+                arrivals.append(now)
+                lags.append(now - float(json.loads(line[5:])["delta"]["text"]))
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    return rate, lags
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -216,12 +257,19 @@ def main() -> None:
         action="store_true",
         help="also run this gateway with its usage and inference tables off: what logging costs",
     )
+    parser.add_argument("--paced-rate", type=float, default=500.0, help="text deltas per second in (d) [500]")
+    parser.add_argument("--paced-seconds", type=float, default=4.0, help="length of each paced stream in (d) [4]")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
         import uvicorn
 
-        uvicorn.run(upstream_app(args.megabytes), host="127.0.0.1", port=args.upstream, log_level="warning")  # type: ignore[arg-type]
+        uvicorn.run(
+            upstream_app(args.megabytes, args.paced_rate, args.paced_seconds),
+            host="127.0.0.1",
+            port=args.upstream,
+            log_level="warning",
+        )  # type: ignore[arg-type]
         return
 
     folder = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
@@ -247,7 +295,10 @@ def main() -> None:
         sources[f"gw {args.compare_with.name}"] = (args.compare_with.resolve(), "")
     env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY}
     upstream = subprocess.Popen(
-        [sys.executable, __file__, "--upstream", str(upstream_port), "--megabytes", str(args.megabytes)],
+        [
+            *(sys.executable, __file__, "--upstream", str(upstream_port), "--megabytes", str(args.megabytes)),
+            *("--paced-rate", str(args.paced_rate), "--paced-seconds", str(args.paced_seconds)),
+        ],
         stdout=subprocess.DEVNULL,
     )
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
@@ -271,6 +322,7 @@ def main() -> None:
         gateway_headers = {"x-api-key": TOKEN, "anthropic-version": "2023-06-01"}
         small = json.dumps({"model": "claude-bench", "stream": True, "max_tokens": 10, "messages": []}).encode()
         big = json.dumps({"model": "claude-bench-big", "stream": True, "max_tokens": 10, "messages": []}).encode()
+        paced = json.dumps({"model": "claude-bench-paced", "stream": True, "max_tokens": 10, "messages": []}).encode()
         nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
         transport = httpx.HTTPTransport(socket_options=nodelay)
         paths = {"direct A": (direct_url, direct_headers), "direct B": (direct_url, direct_headers)}
@@ -326,6 +378,36 @@ def main() -> None:
                 print(f"    {label:6}  " + "   ".join(parts))
             shown = ", ".join(f"{name} {statistics.median(v) * 1000:.2f} ms" for name, v in cpu_per_mb.items())
             print(f"    CPU per streamed MB: {shown} (a model streaming 100 tokens/s sends ~0.02 MB/s)")
+            paced_rates: dict[str, list[float]] = {"direct": [], **{name: [] for name in gateways}}
+            paced_lags: dict[str, list[float]] = {"direct": [], **{name: [] for name in gateways}}
+            for _ in range(args.rounds):
+                for name in paced_rates:
+                    if name == "direct":
+                        url, headers = direct_url, direct_headers
+                    else:
+                        url, headers = f"http://127.0.0.1:{gateways[name][1]}/anthropic/v1/messages", gateway_headers
+                    rate, lags = paced_stream(client, url, headers, paced)
+                    paced_rates[name].append(rate)
+                    paced_lags[name].extend(lags)
+            print(
+                f"(d) paced stream: {args.paced_rate:g} text deltas/s for {args.paced_seconds:g} s, "
+                f"{args.rounds} rounds per path, alternating"
+            )
+            direct_rate = statistics.median(paced_rates["direct"])
+            direct_lags = paced_lags["direct"]
+            for name in paced_rates:
+                rate, lags = statistics.median(paced_rates[name]), paced_lags[name]
+                line = (
+                    f"    {name:12} {rate:8.1f} deltas/s   lag p50 {percentile(lags, 0.5) * 1000:6.2f} ms"
+                    f"   p99 {percentile(lags, 0.99) * 1000:6.2f} ms"
+                )
+                if name != "direct":
+                    line += (
+                        f"   (loss {(1 - rate / direct_rate) * 100:5.2f} %, added lag p50 "
+                        f"{(percentile(lags, 0.5) - percentile(direct_lags, 0.5)) * 1000:5.2f} ms, p99 "
+                        f"{(percentile(lags, 0.99) - percentile(direct_lags, 0.99)) * 1000:5.2f} ms)"
+                    )
+                print(line)
             print(f"end: {load()}")
     finally:
         for process, _ in gateways.values():
