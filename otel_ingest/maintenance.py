@@ -201,27 +201,23 @@ def _vacuum(table: deltalake.DeltaTable, retention_hours: int | None, seconds: i
     # A vacuum commits its start and end to the log; under a stream of appends the default
     # 15 lost races were not always enough (on moto S3 at load 16 one pass failed so).
     commit = deltalake.CommitProperties(max_commit_retries=RACE_RETRIES)
-    removed = 0
-    if seconds < FULL_VACUUM_MIN_SECONDS:
-        removed += len(
+
+    def vacuum(hours: int | None, full: bool) -> int:
+        return len(
             table.vacuum(
-                retention_hours=retention_hours,
+                retention_hours=hours,
                 dry_run=False,
                 enforce_retention_duration=enforce,
-                full=False,
+                full=full,
                 commit_properties=commit,
             )
         )
+
+    removed = 0
+    if seconds < FULL_VACUUM_MIN_SECONDS:
+        removed += vacuum(retention_hours, full=False)
         retention_hours = max(1, FULL_VACUUM_MIN_SECONDS // 3600)
-    removed += len(
-        table.vacuum(
-            retention_hours=retention_hours,
-            dry_run=False,
-            enforce_retention_duration=enforce,
-            full=True,
-            commit_properties=commit,
-        )
-    )
+    removed += vacuum(retention_hours, full=True)
     return removed
 
 
