@@ -1,6 +1,6 @@
 """End-to-end benchmark of otel-ingest on this machine, measured side by side in one run.
 
-    python bench/run.py [--seconds 8] [--clients 1,8,32] [--records 100]
+    python bench/run.py [--seconds 8] [--clients 1,8,32] [--records 100] [--json]
 
 Prints, for the group-commit server (defaults) and a naive server that commits every
 request on its own (``--commit-max-rows 1 --commit-max-delay 0``):
@@ -9,7 +9,8 @@ request on its own (``--commit-max-rows 1 --commit-max-delay 0``):
   (d)     commits and files created, bytes on disk per record vs raw OTLP bytes,
           before and after ``maintain``
   (e)     server CPU-seconds per 100k records
-and the ratios (a)/(b) and (a)/(c). The machine is shared and noisy: compare the
+and the ratios (a)/(b) and (a)/(c); with ``--json`` also the group-commit server fed the same
+mix in OTLP/JSON, and protobuf/JSON records/s. The machine is shared and noisy: compare the
 ratios, not the absolute figures.
 """
 
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from otel_ingest import wire  # noqa: E402
+from otel_ingest import otlp_json, wire  # noqa: E402
 from otel_ingest.flatten import FLATTENERS  # noqa: E402
 from otel_ingest.flatten.common import Columns  # noqa: E402
 from otel_ingest.maintenance import maintain  # noqa: E402
@@ -53,6 +54,7 @@ class Payload:
     signal: str
     body: bytes
     records: int
+    content_type: str = "application/x-protobuf"
 
     @property
     def table(self) -> str:
@@ -113,6 +115,15 @@ def build_mix(records: int) -> list[Payload]:
     return mix
 
 
+def as_json(mix: list[Payload]) -> list[Payload]:
+    """The same requests in OTLP/JSON (camelCase, int64 as strings, hex ids)."""
+    out = []
+    for payload in mix:
+        message, _ = wire.decode_request(payload.signal, payload.body, "protobuf")  # type: ignore[arg-type]
+        out.append(Payload(payload.signal, otlp_json.dumps(message), payload.records, "application/json"))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -141,7 +152,7 @@ def drive(url: str, mix: list[Payload], clients: int, seconds: float) -> tuple[R
         while not stop.is_set():
             payload = mix[i % len(mix)]
             i += clients
-            headers = {"content-type": "application/x-protobuf", "x-databricks-uc-table-name": payload.table}
+            headers = {"content-type": payload.content_type, "x-databricks-uc-table-name": payload.table}
             started = time.perf_counter()
             connection.request("POST", f"/v1/{payload.signal}", body=payload.body, headers=headers)
             response = connection.getresponse()
@@ -260,6 +271,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--records", type=int, default=20, help="records per request (captures are scaled)")
     parser.add_argument("--group-args", default="", help="extra server flags for the group-commit mode")
+    parser.add_argument("--json", action="store_true", help="also the group-commit server fed the mix in OTLP/JSON")
     args = parser.parse_args()
     mix = build_mix(args.records)
     print(
@@ -268,10 +280,13 @@ def main() -> None:
         f"{sum(len(p.body) for p in mix) / len(mix) / 1024:.1f} KiB protobuf per request on average."
     )
     modes = {"group": tuple(args.group_args.split()), "naive": ("--commit-max-rows", "1", "--commit-max-delay", "0")}
+    if args.json:
+        modes["json"] = modes["group"]
+    json_mix = as_json(mix) if args.json else mix
     results = []
     for clients in (int(c) for c in args.clients.split(",")):
         for mode, extra in modes.items():
-            result = measure(mode, extra, mix, clients, args.seconds)
+            result = measure(mode, extra, json_mix if mode == "json" else mix, clients, args.seconds)
             results.append(result)
             print(f"  measured {mode} with {clients} clients: {result.records_per_s:,.0f} records/s", flush=True)
     ceiling = limit(mix, args.seconds)
@@ -297,6 +312,11 @@ def main() -> None:
         print(
             f"clients={clients:2d}: (a)/(b) = {group.records_per_s / max(naive.records_per_s, 1e-9):5.1f}x   "
             f"(a)/(c) = {group.records_per_s / ceiling:5.2f} (c is {ceiling / max(group.records_per_s, 1e-9):.1f}x (a))"
+            + (
+                f"   protobuf/JSON = {group.records_per_s / max(by[('json', clients)].records_per_s, 1e-9):4.2f}x"
+                if args.json
+                else ""
+            )
         )
 
 
