@@ -4,9 +4,9 @@ Everything here is CPU work on bytes already read, meant to run in a worker thre
 (``app.py`` calls it through ``asyncio.to_thread``) so that a large or slow request never
 holds the event loop: ``/healthz`` and other clients are served meanwhile.
 
-Two decoders give the same rows: the compiled one (``native``, protobuf logs today, the GIL
-released while it works) and the Python flatteners (``otel_ingest.flatten``), the reference,
-used for everything else, when the compiled module was not built, or when
+Two decoders give the same rows: the compiled one (``native``, protobuf logs, spans and
+metrics, the GIL released while it works) and the Python flatteners (``otel_ingest.flatten``),
+the reference, used for everything else, when the compiled module was not built, or when
 ``OTEL_INGEST_DECODER=python``. OTLP/JSON bodies are first turned into protobuf bytes in C
 (``jsonpb``), which either decoder then reads; json_format.ParseDict only answers the bodies
 that step declines (invalid ones among them).
@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from otel_ingest import wire
 from otel_ingest.decode import jsonpb, native
 from otel_ingest.flatten import FLATTENERS, Flattened
-from otel_ingest.schema import Signal
+from otel_ingest.schema import SIGNALS, Signal
 
 DECODER_VARIABLE = "OTEL_INGEST_DECODER"
 
@@ -41,10 +41,10 @@ def describe() -> tuple[bool, str]:
             "slower Python decoder. Install gcc and the Python headers and reinstall for the fast path."
         )
     covered = ", ".join(native.SIGNALS)
+    others = [signal for signal in SIGNALS if signal not in native.SIGNALS]
+    rest = f", protobuf {', '.join(others)} with the Python decoder" if others else ""
     json_note = "OTLP/JSON is turned into protobuf in C first" if jsonpb.available() else "OTLP/JSON with json_format"
-    return True, (
-        f"Decoding protobuf {covered} with the native decoder, the other signals with the Python decoder; {json_note}."
-    )
+    return True, f"Decoding protobuf {covered} with the native decoder{rest}; {json_note}."
 
 
 def decode(

@@ -207,7 +207,12 @@ static int utf8_valid(const uint8_t *s, size_t n) {
 /* ------------------------------------------------------------------------------------ */
 /* Message shapes, for the check of the whole body.                                      */
 
-enum { K_VARINT, K_INT32, K_UINT32, K_FIXED64, K_FIXED32, K_STRING, K_BYTES, K_MSG, K_MSG1, K_UNSUPPORTED };
+enum {
+    K_VARINT, K_INT32, K_UINT32, K_SINT32, K_FIXED64, K_FIXED32, K_STRING, K_BYTES, K_MSG, K_MSG1,
+    K_REP_FIXED64, /* repeated fixed64/double: one per field (wire type 1) or packed (2) */
+    K_REP_VARINT,  /* repeated uint64: one per field (wire type 0) or packed (2) */
+    K_UNSUPPORTED
+};
 
 typedef struct MsgSpec MsgSpec;
 typedef struct {
@@ -225,8 +230,11 @@ static int wire_type_of(int kind) {
     switch (kind) {
         case K_VARINT:
         case K_INT32:
-        case K_UINT32: return 0;
-        case K_FIXED64: return 1;
+        case K_UINT32:
+        case K_SINT32:
+        case K_REP_VARINT: return 0;
+        case K_FIXED64:
+        case K_REP_FIXED64: return 1;
         case K_FIXED32: return 5;
         default: return 2;
     }
@@ -266,8 +274,81 @@ static const MsgSpec RESOURCE_LOGS = {"ResourceLogs", 3, RESOURCE_LOGS_FIELDS};
 static const FieldSpec LOGS_REQUEST_FIELDS[] = {{1, K_MSG, &RESOURCE_LOGS}};
 static const MsgSpec LOGS_REQUEST = {"ExportLogsServiceRequest", 1, LOGS_REQUEST_FIELDS};
 
-static const MsgSpec *const ALL_SPECS[] = {&ANY_VALUE, &ARRAY_VALUE, &KVLIST, &KEY_VALUE, &RESOURCE, &SCOPE,
-                                           &LOG_RECORD, &SCOPE_LOGS, &RESOURCE_LOGS, &LOGS_REQUEST};
+/* Traces (opentelemetry/proto/trace/v1/trace.proto). */
+static const FieldSpec EVENT_FIELDS[] = {{1, K_FIXED64, NULL}, {2, K_STRING, NULL}, {3, K_MSG, &KEY_VALUE}, {4, K_UINT32, NULL}};
+static const MsgSpec EVENT = {"Event", 4, EVENT_FIELDS};
+static const FieldSpec LINK_FIELDS[] = {{1, K_BYTES, NULL},      {2, K_BYTES, NULL},  {3, K_STRING, NULL},
+                                        {4, K_MSG, &KEY_VALUE}, {5, K_UINT32, NULL}, {6, K_FIXED32, NULL}};
+static const MsgSpec LINK = {"Link", 6, LINK_FIELDS};
+static const FieldSpec STATUS_FIELDS[] = {{2, K_STRING, NULL}, {3, K_INT32, NULL}};
+static const MsgSpec STATUS = {"Status", 2, STATUS_FIELDS};
+static const FieldSpec SPAN_FIELDS[] = {
+    {1, K_BYTES, NULL},     {2, K_BYTES, NULL},     {3, K_STRING, NULL},  {4, K_BYTES, NULL},
+    {16, K_FIXED32, NULL},  {5, K_STRING, NULL},    {6, K_INT32, NULL},   {7, K_FIXED64, NULL},
+    {8, K_FIXED64, NULL},   {9, K_MSG, &KEY_VALUE}, {10, K_UINT32, NULL}, {11, K_MSG, &EVENT},
+    {12, K_UINT32, NULL},   {13, K_MSG, &LINK},     {14, K_UINT32, NULL}, {15, K_MSG1, &STATUS},
+};
+static const MsgSpec SPAN = {"Span", 16, SPAN_FIELDS};
+static const FieldSpec SCOPE_SPANS_FIELDS[] = {{1, K_MSG1, &SCOPE}, {2, K_MSG, &SPAN}, {3, K_STRING, NULL}};
+static const MsgSpec SCOPE_SPANS = {"ScopeSpans", 3, SCOPE_SPANS_FIELDS};
+static const FieldSpec RESOURCE_SPANS_FIELDS[] = {{1, K_MSG1, &RESOURCE}, {2, K_MSG, &SCOPE_SPANS}, {3, K_STRING, NULL}};
+static const MsgSpec RESOURCE_SPANS = {"ResourceSpans", 3, RESOURCE_SPANS_FIELDS};
+static const FieldSpec TRACES_REQUEST_FIELDS[] = {{1, K_MSG, &RESOURCE_SPANS}};
+static const MsgSpec TRACES_REQUEST = {"ExportTraceServiceRequest", 1, TRACES_REQUEST_FIELDS};
+
+/* Metrics (opentelemetry/proto/metrics/v1/metrics.proto). Doubles and sfixed64 are K_FIXED64. */
+static const FieldSpec EXEMPLAR_FIELDS[] = {{7, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL}, {3, K_FIXED64, NULL},
+                                            {6, K_FIXED64, NULL},   {4, K_BYTES, NULL},   {5, K_BYTES, NULL}};
+static const MsgSpec EXEMPLAR = {"Exemplar", 6, EXEMPLAR_FIELDS};
+static const FieldSpec NUMBER_POINT_FIELDS[] = {{7, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL},  {3, K_FIXED64, NULL},
+                                                {4, K_FIXED64, NULL},   {6, K_FIXED64, NULL},  {5, K_MSG, &EXEMPLAR},
+                                                {8, K_UINT32, NULL}};
+static const MsgSpec NUMBER_POINT = {"NumberDataPoint", 7, NUMBER_POINT_FIELDS};
+static const FieldSpec HISTOGRAM_POINT_FIELDS[] = {
+    {9, K_MSG, &KEY_VALUE},    {2, K_FIXED64, NULL},      {3, K_FIXED64, NULL},  {4, K_FIXED64, NULL},
+    {5, K_FIXED64, NULL},      {6, K_REP_FIXED64, NULL},  {7, K_REP_FIXED64, NULL}, {8, K_MSG, &EXEMPLAR},
+    {10, K_UINT32, NULL},      {11, K_FIXED64, NULL},     {12, K_FIXED64, NULL}};
+static const MsgSpec HISTOGRAM_POINT = {"HistogramDataPoint", 11, HISTOGRAM_POINT_FIELDS};
+static const FieldSpec BUCKETS_FIELDS[] = {{1, K_SINT32, NULL}, {2, K_REP_VARINT, NULL}};
+static const MsgSpec BUCKETS = {"Buckets", 2, BUCKETS_FIELDS};
+static const FieldSpec EXP_POINT_FIELDS[] = {
+    {1, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL},   {3, K_FIXED64, NULL},   {4, K_FIXED64, NULL},  {5, K_FIXED64, NULL},
+    {6, K_SINT32, NULL},    {7, K_FIXED64, NULL},   {8, K_MSG1, &BUCKETS},  {9, K_MSG1, &BUCKETS}, {10, K_UINT32, NULL},
+    {11, K_MSG, &EXEMPLAR}, {12, K_FIXED64, NULL},  {13, K_FIXED64, NULL},  {14, K_FIXED64, NULL}};
+static const MsgSpec EXP_POINT = {"ExponentialHistogramDataPoint", 14, EXP_POINT_FIELDS};
+static const FieldSpec QUANTILE_FIELDS[] = {{1, K_FIXED64, NULL}, {2, K_FIXED64, NULL}};
+static const MsgSpec QUANTILE = {"ValueAtQuantile", 2, QUANTILE_FIELDS};
+static const FieldSpec SUMMARY_POINT_FIELDS[] = {{7, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL}, {3, K_FIXED64, NULL},
+                                                 {4, K_FIXED64, NULL},   {5, K_FIXED64, NULL}, {6, K_MSG, &QUANTILE},
+                                                 {8, K_UINT32, NULL}};
+static const MsgSpec SUMMARY_POINT = {"SummaryDataPoint", 7, SUMMARY_POINT_FIELDS};
+static const FieldSpec GAUGE_FIELDS[] = {{1, K_MSG, &NUMBER_POINT}};
+static const MsgSpec GAUGE = {"Gauge", 1, GAUGE_FIELDS};
+static const FieldSpec SUM_FIELDS[] = {{1, K_MSG, &NUMBER_POINT}, {2, K_INT32, NULL}, {3, K_VARINT, NULL}};
+static const MsgSpec SUM = {"Sum", 3, SUM_FIELDS};
+static const FieldSpec HISTOGRAM_FIELDS[] = {{1, K_MSG, &HISTOGRAM_POINT}, {2, K_INT32, NULL}};
+static const MsgSpec HISTOGRAM = {"Histogram", 2, HISTOGRAM_FIELDS};
+static const FieldSpec EXP_HISTOGRAM_FIELDS[] = {{1, K_MSG, &EXP_POINT}, {2, K_INT32, NULL}};
+static const MsgSpec EXP_HISTOGRAM = {"ExponentialHistogram", 2, EXP_HISTOGRAM_FIELDS};
+static const FieldSpec SUMMARY_FIELDS[] = {{1, K_MSG, &SUMMARY_POINT}};
+static const MsgSpec SUMMARY = {"Summary", 1, SUMMARY_FIELDS};
+static const FieldSpec METRIC_FIELDS[] = {
+    {1, K_STRING, NULL},       {2, K_STRING, NULL},        {3, K_STRING, NULL},     {5, K_MSG1, &GAUGE}, {7, K_MSG1, &SUM},
+    {9, K_MSG1, &HISTOGRAM},   {10, K_MSG1, &EXP_HISTOGRAM}, {11, K_MSG1, &SUMMARY}, {12, K_MSG, &KEY_VALUE}};
+static const MsgSpec METRIC = {"Metric", 9, METRIC_FIELDS};
+static const FieldSpec SCOPE_METRICS_FIELDS[] = {{1, K_MSG1, &SCOPE}, {2, K_MSG, &METRIC}, {3, K_STRING, NULL}};
+static const MsgSpec SCOPE_METRICS = {"ScopeMetrics", 3, SCOPE_METRICS_FIELDS};
+static const FieldSpec RESOURCE_METRICS_FIELDS[] = {{1, K_MSG1, &RESOURCE}, {2, K_MSG, &SCOPE_METRICS}, {3, K_STRING, NULL}};
+static const MsgSpec RESOURCE_METRICS = {"ResourceMetrics", 3, RESOURCE_METRICS_FIELDS};
+static const FieldSpec METRICS_REQUEST_FIELDS[] = {{1, K_MSG, &RESOURCE_METRICS}};
+static const MsgSpec METRICS_REQUEST = {"ExportMetricsServiceRequest", 1, METRICS_REQUEST_FIELDS};
+
+static const MsgSpec *const ALL_SPECS[] = {
+    &ANY_VALUE,  &ARRAY_VALUE,    &KVLIST,          &KEY_VALUE,     &RESOURCE,      &SCOPE,           &LOG_RECORD,
+    &SCOPE_LOGS, &RESOURCE_LOGS,  &LOGS_REQUEST,    &EVENT,         &LINK,          &STATUS,          &SPAN,
+    &SCOPE_SPANS, &RESOURCE_SPANS, &TRACES_REQUEST, &EXEMPLAR,      &NUMBER_POINT,  &HISTOGRAM_POINT, &BUCKETS,
+    &EXP_POINT,  &QUANTILE,       &SUMMARY_POINT,   &GAUGE,         &SUM,           &HISTOGRAM,       &EXP_HISTOGRAM,
+    &SUMMARY,    &METRIC,         &SCOPE_METRICS,   &RESOURCE_METRICS, &METRICS_REQUEST};
 
 /* OK when the message is one protobuf would parse and this decoder reads the same way. */
 static int check_message(const MsgSpec *spec, const uint8_t *p, size_t n, int depth) {
@@ -290,7 +371,9 @@ static int check_message(const MsgSpec *spec, const uint8_t *p, size_t n, int de
             continue;
         }
         const FieldSpec *f = &spec->fields[index];
-        if (f->kind == K_UNSUPPORTED || wt != wire_type_of(f->kind)) return UNDECIDED;
+        if (f->kind == K_UNSUPPORTED) return UNDECIDED;
+        if (wt != wire_type_of(f->kind) && !(wt == 2 && (f->kind == K_REP_FIXED64 || f->kind == K_REP_VARINT)))
+            return UNDECIDED;
         uint64_t v;
         uint32_t v32;
         const uint8_t *sub;
@@ -303,7 +386,25 @@ static int check_message(const MsgSpec *spec, const uint8_t *p, size_t n, int de
                 if (rd_varint(&r, &v) || ((int64_t)v < INT32_MIN || (int64_t)v > INT32_MAX)) return UNDECIDED;
                 break;
             case K_UINT32:
+            case K_SINT32: /* protobuf would truncate a longer one */
                 if (rd_varint(&r, &v) || v > 0xffffffffULL) return UNDECIDED;
+                break;
+            case K_REP_FIXED64:
+                if (wt == 1) {
+                    if (rd_fixed64(&r, &v)) return UNDECIDED;
+                } else if (rd_bytes(&r, &sub, &len) || len % 8) {
+                    return UNDECIDED;
+                }
+                break;
+            case K_REP_VARINT:
+                if (wt == 0) {
+                    if (rd_varint(&r, &v)) return UNDECIDED;
+                } else {
+                    if (rd_bytes(&r, &sub, &len)) return UNDECIDED;
+                    Rd packed = {sub ? sub : NOTHING, (sub ? sub : NOTHING) + len};
+                    while (packed.p < packed.end)
+                        if (rd_varint(&packed, &v)) return UNDECIDED;
+                }
                 break;
             case K_FIXED64:
                 if (rd_fixed64(&r, &v)) return UNDECIDED;
@@ -1168,14 +1269,868 @@ static int decode_logs_body(Logs *t, const uint8_t *body, size_t size) {
     return status;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Generic Arrow builders for the spans and metrics tables: a tree of columns laid out   */
+/* from a short description of the schema (LAYOUT_*), exported whole at the end.          */
+
+enum { T_STR, T_I64, T_I32, T_F64, T_BOOL, T_LIST, T_MAP, T_STRUCT };
+
+typedef struct Col Col;
+struct Col {
+    int type;
+    int64_t n, nulls;
+    Buf validity, offsets, data; /* offsets: strings, lists, maps; data: strings' bytes, values, bits */
+    int nchildren;               /* list: 1; map: 2 (keys, values); struct: its fields */
+    Col *children;
+    size_t *total; /* the table's running byte count (for max_output_bytes) */
+};
+
+/* Layout letters: s string, l int64, i int32, d double, b bool, M map<string,string>,
+ * [X] list of X, {...} struct of its fields. */
+static int col_init(Col *c, const char **desc, size_t *total) {
+    memset(c, 0, sizeof *c);
+    c->total = total;
+    char letter = *(*desc)++;
+    int32_t zero = 0;
+    switch (letter) {
+        case 's': c->type = T_STR; break;
+        case 'l': c->type = T_I64; return OK;
+        case 'i': c->type = T_I32; return OK;
+        case 'd': c->type = T_F64; return OK;
+        case 'b': c->type = T_BOOL; return OK;
+        case 'M': {
+            c->type = T_MAP;
+            c->nchildren = 2;
+            c->children = calloc(2, sizeof *c->children);
+            if (!c->children) return NOMEM;
+            const char *keys = "s", *values = "s";
+            if (col_init(&c->children[0], &keys, total) || col_init(&c->children[1], &values, total)) return NOMEM;
+            break;
+        }
+        case '[':
+            c->type = T_LIST;
+            c->nchildren = 1;
+            c->children = calloc(1, sizeof *c->children);
+            if (!c->children || col_init(&c->children[0], desc, total)) return NOMEM;
+            (*desc)++; /* ']' */
+            break;
+        case '{': {
+            c->type = T_STRUCT;
+            int count = 0, level = 0;
+            for (const char *q = *desc; level >= 0 && *q; q++) {
+                if (level == 0 && *q != '}' && *q != ']') count++;
+                if (*q == '{' || *q == '[') level++;
+                if (*q == '}' || *q == ']') level--;
+            }
+            c->nchildren = count;
+            c->children = calloc((size_t)count, sizeof *c->children);
+            if (!c->children) return NOMEM;
+            for (int i = 0; i < count; i++)
+                if (col_init(&c->children[i], desc, total)) return NOMEM;
+            (*desc)++; /* '}' */
+            return OK;
+        }
+        default: return NOMEM;
+    }
+    return buf_put(&c->offsets, &zero, 4) ? NOMEM : OK;
+}
+
+static void col_free(Col *c) {
+    buf_free(&c->validity);
+    buf_free(&c->offsets);
+    buf_free(&c->data);
+    for (int i = 0; i < c->nchildren; i++) col_free(&c->children[i]);
+    free(c->children);
+    c->children = NULL;
+    c->nchildren = 0;
+}
+
+static size_t col_bytes(const Col *c) {
+    size_t size = c->validity.len + c->offsets.len + c->data.len;
+    for (int i = 0; i < c->nchildren; i++) size += col_bytes(&c->children[i]);
+    return size;
+}
+
+/* Ends a slot: its validity bit, the count, the nulls. */
+static int col_slot(Col *c, int valid) {
+    size_t need = (size_t)(c->n / 8 + 1);
+    if (c->validity.len < need) {
+        size_t old = c->validity.len;
+        if (buf_reserve(&c->validity, need - old)) return NOMEM;
+        memset(c->validity.p + old, 0, need - old);
+        c->validity.len = need;
+    }
+    if (valid)
+        c->validity.p[c->n / 8] |= (uint8_t)(1u << (c->n % 8));
+    else
+        c->nulls++;
+    c->n++;
+    return OK;
+}
+
+/* Ends a string, list or map slot whose contents were appended already. */
+static int col_end_var(Col *c, int valid) {
+    size_t end;
+    if (c->type == T_STR) {
+        end = c->data.len;
+        int32_t previous;
+        memcpy(&previous, c->offsets.p + c->offsets.len - 4, 4);
+        *c->total += end - (size_t)previous + 4;
+    } else {
+        end = (size_t)c->children[0].n;
+        *c->total += 4;
+    }
+    if (end > (size_t)INT32_LIMIT) return UNDECIDED; /* past Arrow's 32-bit offsets */
+    int32_t offset = (int32_t)end;
+    if (buf_put(&c->offsets, &offset, 4)) return NOMEM;
+    return col_slot(c, valid);
+}
+
+static int col_fixed(Col *c, const void *v, size_t size, int valid) {
+    if (buf_put(&c->data, v, size)) return NOMEM;
+    *c->total += size;
+    return col_slot(c, valid);
+}
+
+static int col_null(Col *c) {
+    int64_t zero = 0;
+    switch (c->type) {
+        case T_STR:
+        case T_LIST:
+        case T_MAP: return col_end_var(c, 0);
+        case T_I64:
+        case T_F64: return col_fixed(c, &zero, 8, 0);
+        case T_I32: return col_fixed(c, &zero, 4, 0);
+        case T_BOOL: {
+            size_t need = (size_t)(c->n / 8 + 1);
+            if (c->data.len < need) {
+                if (buf_put(&c->data, &zero, 1)) return NOMEM;
+            }
+            return col_slot(c, 0);
+        }
+        default:
+            for (int i = 0; i < c->nchildren; i++) {
+                int s = col_null(&c->children[i]);
+                if (s) return s;
+            }
+            return col_slot(c, 0);
+    }
+}
+
+static int col_str(Col *c, const uint8_t *p, size_t n) {
+    if (buf_put(&c->data, p, n)) return NOMEM;
+    return col_end_var(c, 1);
+}
+static int col_text(Col *c, const uint8_t *p, size_t n) { return n ? col_str(c, p, n) : col_end_var(c, 0); }
+static int col_i64(Col *c, int64_t v) { return col_fixed(c, &v, 8, 1); }
+static int col_i32(Col *c, uint32_t bits) {
+    int32_t v = (int32_t)bits;
+    return col_fixed(c, &v, 4, 1);
+}
+static int col_f64(Col *c, double v) { return col_fixed(c, &v, 8, 1); }
+static int col_f64_or_null(Col *c, int present, double v) { return col_fixed(c, &v, 8, present); }
+static int col_bool(Col *c, int v) {
+    size_t need = (size_t)(c->n / 8 + 1);
+    if (c->data.len < need) {
+        uint8_t zero = 0;
+        if (buf_put(&c->data, &zero, 1)) return NOMEM;
+    }
+    if (v) c->data.p[c->n / 8] |= (uint8_t)(1u << (c->n % 8));
+    return col_slot(c, 1);
+}
+static int col_hex(Col *c, const uint8_t *p, size_t n) {
+    if (!n) return col_end_var(c, 0);
+    static const char digits[] = "0123456789abcdef";
+    if (buf_reserve(&c->data, 2 * n)) return NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        c->data.p[c->data.len++] = (uint8_t)digits[p[i] >> 4];
+        c->data.p[c->data.len++] = (uint8_t)digits[p[i] & 15];
+    }
+    return col_end_var(c, 1);
+}
+static int col_enum(Col *c, char names[][40], int count, int32_t number) {
+    if (number >= 0 && number < count && names[number][0])
+        return col_str(c, (const uint8_t *)names[number], strlen(names[number]));
+    char s[16];
+    int k = snprintf(s, sizeof s, "%d", number);
+    return col_str(c, (const uint8_t *)s, (size_t)k);
+}
+
+/* A map row from deduplicated pairs: each value's text (any_value_text). */
+static int col_pairs(Col *m, const Entries *pairs) {
+    Col *keys = &m->children[0], *values = &m->children[1];
+    for (size_t i = 0; i < pairs->n; i++) {
+        const Entry *e = &pairs->items[i];
+        int s = col_str(keys, e->key, e->klen);
+        if (s) return s;
+        int is_null;
+        if (put_text(&values->data, e->value, e->vlen, &is_null)) return NOMEM;
+        if ((s = col_end_var(values, !is_null))) return s;
+    }
+    return col_end_var(m, 1);
+}
+
+/* The KeyValue list under ``field`` of a message as a map row. */
+static int col_attributes(Col *m, Entries *scratch, const uint8_t *p, size_t n, uint32_t field) {
+    int s = read_pairs(p, n, field, scratch);
+    return s ? s : col_pairs(m, scratch);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Scalar fields of a checked message: the last occurrence wins, as in protobuf.          */
+
+static uint64_t last_fixed64(const uint8_t *p, size_t n, uint32_t field, int *found) {
+    if (!p) p = NOTHING, n = 0;
+    Rd r = {p, p + n};
+    uint64_t value = 0;
+    if (found) *found = 0;
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        rd_tag(&r, &f, &wt);
+        if (f == field && wt == 1) {
+            rd_fixed64(&r, &value);
+            if (found) *found = 1;
+        } else {
+            rd_skip(&r, wt);
+        }
+    }
+    return value;
+}
+
+static uint32_t last_fixed32(const uint8_t *p, size_t n, uint32_t field) {
+    if (!p) p = NOTHING, n = 0;
+    Rd r = {p, p + n};
+    uint32_t value = 0;
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        rd_tag(&r, &f, &wt);
+        if (f == field && wt == 5)
+            rd_fixed32(&r, &value);
+        else
+            rd_skip(&r, wt);
+    }
+    return value;
+}
+
+/* A oneof of two 64-bit fields (as_double / as_int): which one protobuf keeps (0: neither). */
+static uint32_t last_of_two(const uint8_t *p, size_t n, uint32_t a, uint32_t b, uint64_t *bits) {
+    if (!p) p = NOTHING, n = 0;
+    Rd r = {p, p + n};
+    uint32_t which = 0;
+    *bits = 0;
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        rd_tag(&r, &f, &wt);
+        if ((f == a || f == b) && wt == 1) {
+            rd_fixed64(&r, bits);
+            which = f;
+        } else {
+            rd_skip(&r, wt);
+        }
+    }
+    return which;
+}
+
+/* _number(): as_double, float(as_int), or NULL. */
+static int col_number(Col *c, const uint8_t *p, size_t n, uint32_t double_field, uint32_t int_field) {
+    uint64_t bits;
+    uint32_t which = last_of_two(p, n, double_field, int_field, &bits);
+    if (which == double_field) return col_f64(c, as_double(bits));
+    if (which == int_field) return col_f64(c, (double)(int64_t)bits);
+    return col_f64_or_null(c, 0, 0);
+}
+
+static int32_t zigzag32(uint64_t v) {
+    uint32_t u = (uint32_t)v;
+    return (int32_t)((u >> 1) ^ (~(u & 1) + 1));
+}
+
+/* Repeated fixed64 / uint64 values (packed or not), in wire order. */
+typedef struct {
+    Rd r, packed;
+    uint32_t field;
+    int varint;
+} RepIter;
+
+static RepIter rep_of(const uint8_t *p, size_t n, uint32_t field, int varint) {
+    if (!p) p = NOTHING, n = 0;
+    RepIter it = {{p, p + n}, {NOTHING, NOTHING}, field, varint};
+    return it;
+}
+
+static int rep_next(RepIter *it, uint64_t *v) {
+    for (;;) {
+        if (it->packed.p < it->packed.end) {
+            if (it->varint)
+                rd_varint(&it->packed, v);
+            else
+                rd_fixed64(&it->packed, v);
+            return 1;
+        }
+        if (it->r.p >= it->r.end) return 0;
+        uint32_t f;
+        int wt;
+        rd_tag(&it->r, &f, &wt);
+        if (f == it->field && wt == 2) {
+            const uint8_t *q;
+            size_t len;
+            rd_bytes(&it->r, &q, &len);
+            if (!q) q = NOTHING, len = 0;
+            it->packed.p = q;
+            it->packed.end = q + len;
+        } else if (f == it->field && wt == (it->varint ? 0 : 1)) {
+            if (it->varint)
+                rd_varint(&it->r, v);
+            else
+                rd_fixed64(&it->r, v);
+            return 1;
+        } else {
+            rd_skip(&it->r, wt);
+        }
+    }
+}
+
+/* A LONG list column from repeated values; *above set when one is past 2^63-1. */
+static int col_longs(Col *list, const uint8_t *p, size_t n, uint32_t field, int varint) {
+    RepIter it = rep_of(p, n, field, varint);
+    uint64_t v;
+    while (rep_next(&it, &v)) {
+        int s = col_i64(&list->children[0], (int64_t)v);
+        if (s) return s;
+    }
+    return col_end_var(list, 1);
+}
+
+static int longs_above(const uint8_t *p, size_t n, uint32_t field, int varint) {
+    RepIter it = rep_of(p, n, field, varint);
+    uint64_t v;
+    while (rep_next(&it, &v))
+        if (v > (uint64_t)INT64_MAX) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* A table of the generic builders, with rejections and the context columns.             */
+
+typedef struct {
+    Col root; /* the top struct: one child per column */
+    size_t total;
+    int64_t rows, rejected, max_output;
+    char first_error[200];
+    const char *noun;
+    Entries scratch; /* the pairs of the value being appended */
+} Table;
+
+static Table *table_new(const char *layout, const char *noun, int64_t max_output) {
+    Table *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->noun = noun;
+    t->max_output = max_output;
+    const char *desc = layout;
+    if (col_init(&t->root, &desc, &t->total)) {
+        col_free(&t->root);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void table_free(Table *t) {
+    col_free(&t->root);
+    entries_free(&t->scratch);
+    free(t);
+}
+
+static void table_reject(Table *t, int64_t index, const char *reason) {
+    if (!t->rejected) snprintf(t->first_error, sizeof t->first_error, "%s %lld: %s", t->noun, (long long)index, reason);
+    t->rejected++;
+}
+
+#define TOO_DEEP_REASON "an attribute or body nests deeper than 32 levels"
+
+/* The four context columns (resource, its schema URL, scope, its schema URL) from ``c``. */
+static int context_row(Col *c, const ResourceValue *rv, const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv,
+                       const uint8_t *surl, size_t surl_len) {
+    int s;
+    if ((s = col_pairs(&c[0].children[0], &rv->attributes))) return s;
+    if ((s = col_i32(&c[0].children[1], rv->dropped))) return s;
+    if ((s = col_slot(&c[0], 1))) return s;
+    if ((s = col_text(&c[1], rurl, rurl_len))) return s;
+    Col *scope = &c[2];
+    if ((s = col_text(&scope->children[0], sv->name, sv->name_len))) return s;
+    if ((s = col_text(&scope->children[1], sv->version, sv->version_len))) return s;
+    if ((s = col_pairs(&scope->children[2], &sv->attributes))) return s;
+    if ((s = col_i32(&scope->children[3], sv->dropped))) return s;
+    if ((s = col_slot(scope, 1))) return s;
+    return col_text(&c[3], surl, surl_len);
+}
+
+/* One row done: the top struct's slot, and the budget. */
+static int table_row_done(Table *t) {
+    int s = col_slot(&t->root, 1);
+    if (s) return s;
+    t->rows++;
+    *t->root.total += 16; /* validity bits and slack, like logs_bytes' per-row count */
+    if (t->max_output >= 0 && t->total > (size_t)t->max_output) return UNDECIDED;
+    return OK;
+}
+
+static int id_rejection(char *reason, size_t size, const char *field, size_t len, size_t want) {
+    if (len && len != want) {
+        snprintf(reason, size, "%s must be %zu bytes, got %zu", field, want, len);
+        return 1;
+    }
+    return 0;
+}
+
+static int long_rejection(char *reason, size_t size, const char *field, uint64_t v) {
+    if (v > (uint64_t)INT64_MAX) {
+        snprintf(reason, size, "%s %llu is above 2^63-1", field, (unsigned long long)v);
+        return 1;
+    }
+    return 0;
+}
+
+static int depth_rejection(char *reason, size_t size, const uint8_t *p, size_t n, uint32_t field) {
+    if (pairs_too_deep(NULL, p, n, field)) {
+        snprintf(reason, size, "%s", TOO_DEEP_REASON);
+        return 1;
+    }
+    return 0;
+}
+
+/* Walks every resource and scope of a request; ``record`` is called for each item. */
+typedef int (*ItemFn)(Table *t, const uint8_t *item, size_t len, Col *context, const ResourceValue *rv,
+                      const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv, const uint8_t *surl,
+                      size_t surl_len, int64_t *index);
+
+static int walk_request(Table *t, const MsgSpec *spec, const uint8_t *body, size_t size, int context_column,
+                        ItemFn item_fn) {
+    int status = check_message(spec, body, size, 0);
+    if (status) return status;
+    ResourceValue rv;
+    ScopeValue sv;
+    memset(&rv, 0, sizeof rv);
+    memset(&sv, 0, sizeof sv);
+    int64_t index = 0;
+    Col *context = &t->root.children[context_column];
+    Iter resources = iter_of(body, size, 1);
+    const uint8_t *rl, *sl, *item;
+    size_t rl_len, sl_len, item_len;
+    while (!status && iter_next(&resources, &rl, &rl_len)) {
+        const uint8_t *res, *rurl;
+        size_t res_len, rurl_len;
+        last_bytes(rl, rl_len, 1, &res, &res_len);
+        last_bytes(rl, rl_len, 3, &rurl, &rurl_len);
+        if ((status = resource_read(&rv, res, res_len))) break;
+        Iter scopes = iter_of(rl, rl_len, 2);
+        while (!status && iter_next(&scopes, &sl, &sl_len)) {
+            const uint8_t *scope, *surl;
+            size_t scope_len, surl_len;
+            last_bytes(sl, sl_len, 1, &scope, &scope_len);
+            last_bytes(sl, sl_len, 3, &surl, &surl_len);
+            if ((status = scope_read(&sv, scope, scope_len))) break;
+            Iter items = iter_of(sl, sl_len, 2);
+            while (!status && iter_next(&items, &item, &item_len))
+                status = item_fn(t, item, item_len, context, &rv, rurl, rurl_len, &sv, surl, surl_len, &index);
+        }
+    }
+    entries_free(&rv.attributes);
+    entries_free(&sv.attributes);
+    return status;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The spans table (flatten.traces._span_row).                                            */
+
+static const char LAYOUT_SPANS[] = "{ssssissllMi[{lsMi}]i[{sssMii}]i{ss}{Mi}s{ssMi}s}";
+enum { SP_CONTEXT = 16 };
+static char KIND_NAMES[8][40], STATUS_NAMES[8][40], TEMPORALITY_NAMES[8][40];
+
+static int span_rejection(const uint8_t *p, size_t n, char *reason, size_t size) {
+    const uint8_t *q;
+    size_t len;
+    last_bytes(p, n, 1, &q, &len);
+    if (id_rejection(reason, size, "trace_id", len, 16)) return 1;
+    last_bytes(p, n, 2, &q, &len);
+    if (id_rejection(reason, size, "span_id", len, 8)) return 1;
+    last_bytes(p, n, 4, &q, &len);
+    if (id_rejection(reason, size, "parent_span_id", len, 8)) return 1;
+    if (long_rejection(reason, size, "start_time_unix_nano", last_fixed64(p, n, 7, NULL))) return 1;
+    if (long_rejection(reason, size, "end_time_unix_nano", last_fixed64(p, n, 8, NULL))) return 1;
+    if (depth_rejection(reason, size, p, n, 9)) return 1;
+    Iter events = iter_of(p, n, 11);
+    const uint8_t *e;
+    size_t elen;
+    while (iter_next(&events, &e, &elen)) {
+        if (long_rejection(reason, size, "event time_unix_nano", last_fixed64(e, elen, 1, NULL))) return 1;
+        if (depth_rejection(reason, size, e, elen, 3)) return 1;
+    }
+    Iter links = iter_of(p, n, 13);
+    while (iter_next(&links, &e, &elen)) {
+        last_bytes(e, elen, 1, &q, &len);
+        if (id_rejection(reason, size, "link trace_id", len, 16)) return 1;
+        last_bytes(e, elen, 2, &q, &len);
+        if (id_rejection(reason, size, "link span_id", len, 8)) return 1;
+        if (depth_rejection(reason, size, e, elen, 4)) return 1;
+    }
+    return 0;
+}
+
+static int span_item(Table *t, const uint8_t *p, size_t n, Col *context, const ResourceValue *rv, const uint8_t *rurl,
+                     size_t rurl_len, const ScopeValue *sv, const uint8_t *surl, size_t surl_len, int64_t *index) {
+    char reason[160];
+    ++*index;
+    if (rv->too_deep || sv->too_deep) {
+        table_reject(t, *index, TOO_DEEP_REASON);
+        return OK;
+    }
+    if (span_rejection(p, n, reason, sizeof reason)) {
+        table_reject(t, *index, reason);
+        return OK;
+    }
+    Col *c = t->root.children;
+    const uint8_t *q;
+    size_t len;
+    int s;
+#define TRY(call) \
+    if ((s = (call))) return s
+    last_bytes(p, n, 1, &q, &len);
+    TRY(col_hex(&c[0], q, len));
+    last_bytes(p, n, 2, &q, &len);
+    TRY(col_hex(&c[1], q, len));
+    last_bytes(p, n, 3, &q, &len);
+    TRY(col_text(&c[2], q, len));
+    last_bytes(p, n, 4, &q, &len);
+    TRY(col_hex(&c[3], q, len));
+    TRY(col_i32(&c[4], last_fixed32(p, n, 16)));
+    last_bytes(p, n, 5, &q, &len);
+    TRY(col_text(&c[5], q, len));
+    TRY(col_enum(&c[6], KIND_NAMES, 8, (int32_t)last_varint(p, n, 6)));
+    TRY(col_i64(&c[7], (int64_t)last_fixed64(p, n, 7, NULL)));
+    TRY(col_i64(&c[8], (int64_t)last_fixed64(p, n, 8, NULL)));
+    TRY(col_attributes(&c[9], &t->scratch, p, n, 9));
+    TRY(col_i32(&c[10], (uint32_t)last_varint(p, n, 10)));
+    Col *event = &c[11].children[0];
+    Iter events = iter_of(p, n, 11);
+    const uint8_t *e;
+    size_t elen;
+    while (iter_next(&events, &e, &elen)) {
+        TRY(col_i64(&event->children[0], (int64_t)last_fixed64(e, elen, 1, NULL)));
+        last_bytes(e, elen, 2, &q, &len);
+        TRY(col_text(&event->children[1], q, len));
+        TRY(col_attributes(&event->children[2], &t->scratch, e, elen, 3));
+        TRY(col_i32(&event->children[3], (uint32_t)last_varint(e, elen, 4)));
+        TRY(col_slot(event, 1));
+    }
+    TRY(col_end_var(&c[11], 1));
+    TRY(col_i32(&c[12], (uint32_t)last_varint(p, n, 12)));
+    Col *link = &c[13].children[0];
+    Iter links = iter_of(p, n, 13);
+    while (iter_next(&links, &e, &elen)) {
+        last_bytes(e, elen, 1, &q, &len);
+        TRY(col_hex(&link->children[0], q, len));
+        last_bytes(e, elen, 2, &q, &len);
+        TRY(col_hex(&link->children[1], q, len));
+        last_bytes(e, elen, 3, &q, &len);
+        TRY(col_text(&link->children[2], q, len));
+        TRY(col_attributes(&link->children[3], &t->scratch, e, elen, 4));
+        TRY(col_i32(&link->children[4], (uint32_t)last_varint(e, elen, 5)));
+        TRY(col_i32(&link->children[5], last_fixed32(e, elen, 6)));
+        TRY(col_slot(link, 1));
+    }
+    TRY(col_end_var(&c[13], 1));
+    TRY(col_i32(&c[14], (uint32_t)last_varint(p, n, 14)));
+    const uint8_t *status;
+    size_t status_len;
+    last_bytes(p, n, 15, &status, &status_len);
+    last_bytes(status, status_len, 2, &q, &len);
+    TRY(col_text(&c[15].children[0], q, len));
+    TRY(col_enum(&c[15].children[1], STATUS_NAMES, 8, (int32_t)last_varint(status, status_len, 3)));
+    TRY(col_slot(&c[15], 1));
+    TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
+    return table_row_done(t);
+}
+
+static int decode_traces_body(Table *t, const uint8_t *body, size_t size) {
+    return walk_request(t, &TRACES_REQUEST, body, size, SP_CONTEXT, span_item);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The metrics table (flatten.metrics): one row per data point.                           */
+
+#define EXEMPLARS "[{ldssM}]"
+static const char LAYOUT_METRICS[] = "{ssss"
+                                     "{lld" EXEMPLARS "Mi}"                       /* gauge */
+                                     "{lld" EXEMPLARS "Misb}"                     /* sum */
+                                     "{llld[l][d]" EXEMPLARS "Midds}"             /* histogram */
+                                     "{Mllldil{i[l]}{i[l]}i" EXEMPLARS "ddds}"    /* exponential_histogram */
+                                     "{llld[{dd}]Mi}"                             /* summary */
+                                     "M{Mi}s{ssMi}s}";
+enum { MT_GAUGE = 4, MT_METADATA = 9, MT_CONTEXT = 10 };
+static const char *const METRIC_TYPES[] = {"gauge", "sum", "histogram", "exponential_histogram", "summary"};
+static const uint32_t METRIC_FIELDS_OF_TYPE[] = {5, 7, 9, 10, 11};
+
+static int exemplars_rejection(const uint8_t *p, size_t n, uint32_t field, char *reason, size_t size) {
+    Iter it = iter_of(p, n, field);
+    const uint8_t *e, *q;
+    size_t elen, len;
+    while (iter_next(&it, &e, &elen)) {
+        if (long_rejection(reason, size, "exemplar time_unix_nano", last_fixed64(e, elen, 2, NULL))) return 1;
+        last_bytes(e, elen, 4, &q, &len);
+        if (id_rejection(reason, size, "exemplar span_id", len, 8)) return 1;
+        last_bytes(e, elen, 5, &q, &len);
+        if (id_rejection(reason, size, "exemplar trace_id", len, 16)) return 1;
+        if (depth_rejection(reason, size, e, elen, 7)) return 1;
+    }
+    return 0;
+}
+
+static int col_exemplars(Table *t, Col *list, const uint8_t *p, size_t n, uint32_t field) {
+    Col *x = &list->children[0];
+    Iter it = iter_of(p, n, field);
+    const uint8_t *e, *q;
+    size_t elen, len;
+    int s;
+    while (iter_next(&it, &e, &elen)) {
+        TRY(col_i64(&x->children[0], (int64_t)last_fixed64(e, elen, 2, NULL)));
+        TRY(col_number(&x->children[1], e, elen, 3, 6));
+        last_bytes(e, elen, 4, &q, &len);
+        TRY(col_hex(&x->children[2], q, len));
+        last_bytes(e, elen, 5, &q, &len);
+        TRY(col_hex(&x->children[3], q, len));
+        TRY(col_attributes(&x->children[4], &t->scratch, e, elen, 7));
+        TRY(col_slot(x, 1));
+    }
+    return col_end_var(list, 1);
+}
+
+/* Checks in the order each flatten.metrics builder computes its dict. */
+static int point_rejection(int kind, const uint8_t *p, size_t n, char *reason, size_t size) {
+    const size_t z = size;
+    if (kind == 3 && depth_rejection(reason, z, p, n, 1)) return 1; /* exponential: attributes first */
+    if (long_rejection(reason, z, "start_time_unix_nano", last_fixed64(p, n, 2, NULL))) return 1;
+    if (long_rejection(reason, z, "time_unix_nano", last_fixed64(p, n, 3, NULL))) return 1;
+    switch (kind) {
+        case 0:
+        case 1:
+            if (exemplars_rejection(p, n, 5, reason, z)) return 1;
+            return depth_rejection(reason, z, p, n, 7);
+        case 2:
+            if (long_rejection(reason, z, "count", last_fixed64(p, n, 4, NULL))) return 1;
+            if (longs_above(p, n, 6, 0)) {
+                snprintf(reason, z, "a value of bucket_counts is above 2^63-1");
+                return 1;
+            }
+            if (exemplars_rejection(p, n, 8, reason, z)) return 1;
+            return depth_rejection(reason, z, p, n, 9);
+        case 3: {
+            if (long_rejection(reason, z, "count", last_fixed64(p, n, 4, NULL))) return 1;
+            if (long_rejection(reason, z, "zero_count", last_fixed64(p, n, 7, NULL))) return 1;
+            const uint8_t *b;
+            size_t blen;
+            last_bytes(p, n, 8, &b, &blen);
+            if (longs_above(b, blen, 2, 1)) {
+                snprintf(reason, z, "a value of positive bucket_counts is above 2^63-1");
+                return 1;
+            }
+            last_bytes(p, n, 9, &b, &blen);
+            if (longs_above(b, blen, 2, 1)) {
+                snprintf(reason, z, "a value of negative bucket_counts is above 2^63-1");
+                return 1;
+            }
+            return exemplars_rejection(p, n, 11, reason, z);
+        }
+        default:
+            if (long_rejection(reason, z, "count", last_fixed64(p, n, 4, NULL))) return 1;
+            return depth_rejection(reason, z, p, n, 7);
+    }
+}
+
+static int col_optional_double(Col *c, const uint8_t *p, size_t n, uint32_t field) {
+    int found;
+    uint64_t bits = last_fixed64(p, n, field, &found);
+    return col_f64_or_null(c, found, as_double(bits));
+}
+
+static int col_buckets(Col *c, const uint8_t *p, size_t n, uint32_t field) {
+    const uint8_t *b;
+    size_t blen;
+    int s;
+    last_bytes(p, n, field, &b, &blen);
+    TRY(col_fixed(&c->children[0], &(int32_t){zigzag32(last_varint(b, blen, 1))}, 4, 1));
+    TRY(col_longs(&c->children[1], b, blen, 2, 1));
+    return col_slot(c, 1);
+}
+
+/* The struct of a point's own column (flatten.metrics._gauge ... _summary). */
+static int point_struct(Table *t, int kind, Col *c, const uint8_t *p, size_t n, const uint8_t *data, size_t data_len) {
+    Col *f = c->children;
+    int s;
+    int32_t temporality = (int32_t)last_varint(data, data_len, 2);
+    switch (kind) {
+        case 0:
+        case 1:
+            TRY(col_i64(&f[0], (int64_t)last_fixed64(p, n, 2, NULL)));
+            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 3, NULL)));
+            TRY(col_number(&f[2], p, n, 4, 6));
+            TRY(col_exemplars(t, &f[3], p, n, 5));
+            TRY(col_attributes(&f[4], &t->scratch, p, n, 7));
+            TRY(col_i32(&f[5], (uint32_t)last_varint(p, n, 8)));
+            if (kind == 1) {
+                TRY(col_enum(&f[6], TEMPORALITY_NAMES, 8, temporality));
+                TRY(col_bool(&f[7], last_varint(data, data_len, 3) != 0));
+            }
+            break;
+        case 2: {
+            TRY(col_i64(&f[0], (int64_t)last_fixed64(p, n, 2, NULL)));
+            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 3, NULL)));
+            TRY(col_i64(&f[2], (int64_t)last_fixed64(p, n, 4, NULL)));
+            TRY(col_optional_double(&f[3], p, n, 5));
+            TRY(col_longs(&f[4], p, n, 6, 0));
+            RepIter bounds = rep_of(p, n, 7, 0);
+            uint64_t bits;
+            while (rep_next(&bounds, &bits)) TRY(col_f64(&f[5].children[0], as_double(bits)));
+            TRY(col_end_var(&f[5], 1));
+            TRY(col_exemplars(t, &f[6], p, n, 8));
+            TRY(col_attributes(&f[7], &t->scratch, p, n, 9));
+            TRY(col_i32(&f[8], (uint32_t)last_varint(p, n, 10)));
+            TRY(col_optional_double(&f[9], p, n, 11));
+            TRY(col_optional_double(&f[10], p, n, 12));
+            TRY(col_enum(&f[11], TEMPORALITY_NAMES, 8, temporality));
+            break;
+        }
+        case 3:
+            TRY(col_attributes(&f[0], &t->scratch, p, n, 1));
+            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 2, NULL)));
+            TRY(col_i64(&f[2], (int64_t)last_fixed64(p, n, 3, NULL)));
+            TRY(col_i64(&f[3], (int64_t)last_fixed64(p, n, 4, NULL)));
+            TRY(col_optional_double(&f[4], p, n, 5));
+            TRY(col_fixed(&f[5], &(int32_t){zigzag32(last_varint(p, n, 6))}, 4, 1));
+            TRY(col_i64(&f[6], (int64_t)last_fixed64(p, n, 7, NULL)));
+            TRY(col_buckets(&f[7], p, n, 8));
+            TRY(col_buckets(&f[8], p, n, 9));
+            TRY(col_i32(&f[9], (uint32_t)last_varint(p, n, 10)));
+            TRY(col_exemplars(t, &f[10], p, n, 11));
+            TRY(col_optional_double(&f[11], p, n, 12));
+            TRY(col_optional_double(&f[12], p, n, 13));
+            TRY(col_f64(&f[13], as_double(last_fixed64(p, n, 14, NULL))));
+            TRY(col_enum(&f[14], TEMPORALITY_NAMES, 8, temporality));
+            break;
+        default: {
+            TRY(col_i64(&f[0], (int64_t)last_fixed64(p, n, 2, NULL)));
+            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 3, NULL)));
+            TRY(col_i64(&f[2], (int64_t)last_fixed64(p, n, 4, NULL)));
+            TRY(col_f64(&f[3], as_double(last_fixed64(p, n, 5, NULL))));
+            Col *q = &f[4].children[0];
+            Iter quantiles = iter_of(p, n, 6);
+            const uint8_t *v;
+            size_t vlen;
+            while (iter_next(&quantiles, &v, &vlen)) {
+                TRY(col_f64(&q->children[0], as_double(last_fixed64(v, vlen, 1, NULL))));
+                TRY(col_f64(&q->children[1], as_double(last_fixed64(v, vlen, 2, NULL))));
+                TRY(col_slot(q, 1));
+            }
+            TRY(col_end_var(&f[4], 1));
+            TRY(col_attributes(&f[5], &t->scratch, p, n, 7));
+            TRY(col_i32(&f[6], (uint32_t)last_varint(p, n, 8)));
+        }
+    }
+    return col_slot(c, 1);
+}
+
+static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, const ResourceValue *rv,
+                       const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv, const uint8_t *surl,
+                       size_t surl_len, int64_t *index) {
+    /* The data oneof: the last of its fields on the wire (each is there at most once). */
+    int kind = -1;
+    const uint8_t *data = NULL;
+    size_t data_len = 0;
+    {
+        Rd r = {m ? m : NOTHING, (m ? m : NOTHING) + (m ? mlen : 0)};
+        while (r.p < r.end) {
+            uint32_t f;
+            int wt;
+            rd_tag(&r, &f, &wt);
+            int k = -1;
+            for (int i = 0; i < 5; i++)
+                if (METRIC_FIELDS_OF_TYPE[i] == f) k = i;
+            if (k >= 0 && wt == 2) {
+                rd_bytes(&r, &data, &data_len);
+                kind = k;
+            } else {
+                rd_skip(&r, wt);
+            }
+        }
+    }
+    if (kind < 0) return OK;
+    int metadata_deep = pairs_too_deep(NULL, m, mlen, 12);
+    const uint8_t *name, *description, *unit;
+    size_t name_len, description_len, unit_len;
+    last_bytes(m, mlen, 1, &name, &name_len);
+    last_bytes(m, mlen, 2, &description, &description_len);
+    last_bytes(m, mlen, 3, &unit, &unit_len);
+    Col *c = t->root.children;
+    Iter points = iter_of(data, data_len, 1);
+    const uint8_t *p;
+    size_t n;
+    int s;
+    while (iter_next(&points, &p, &n)) {
+        char reason[160];
+        ++*index;
+        if (rv->too_deep || sv->too_deep || metadata_deep) {
+            table_reject(t, *index, TOO_DEEP_REASON);
+            continue;
+        }
+        if (point_rejection(kind, p, n, reason, sizeof reason)) {
+            table_reject(t, *index, reason);
+            continue;
+        }
+        TRY(col_text(&c[0], name, name_len));
+        TRY(col_text(&c[1], description, description_len));
+        TRY(col_text(&c[2], unit, unit_len));
+        TRY(col_str(&c[3], (const uint8_t *)METRIC_TYPES[kind], strlen(METRIC_TYPES[kind])));
+        for (int k = 0; k < 5; k++)
+            TRY(k == kind ? point_struct(t, kind, &c[MT_GAUGE + k], p, n, data, data_len) : col_null(&c[MT_GAUGE + k]));
+        TRY(col_attributes(&c[MT_METADATA], &t->scratch, m, mlen, 12));
+        TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
+        TRY(table_row_done(t));
+    }
+    return OK;
+}
+#undef TRY
+
+static int decode_metrics_body(Table *t, const uint8_t *body, size_t size) {
+    return walk_request(t, &METRICS_REQUEST, body, size, MT_CONTEXT, metric_item);
+}
+
 #ifdef OTEL_NATIVE_FUZZ
 /* libFuzzer entry (fuzz/run.py builds it with AddressSanitizer and UndefinedBehaviorSanitizer). */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static int configured = 0;
+    /* OTEL_FUZZ_SIGNAL (logs, traces or metrics; fuzz/run.py sets it) picks the decoder. */
+    static int configured = 0, signal = 0;
     if (!configured) {
         strcpy(SEVERITY_NAMES[0], "SEVERITY_NUMBER_UNSPECIFIED");
         strcpy(SEVERITY_NAMES[9], "SEVERITY_NUMBER_INFO");
+        strcpy(KIND_NAMES[1], "SPAN_KIND_INTERNAL");
+        strcpy(STATUS_NAMES[2], "STATUS_CODE_ERROR");
+        strcpy(TEMPORALITY_NAMES[2], "AGGREGATION_TEMPORALITY_CUMULATIVE");
+        const char *name = getenv("OTEL_FUZZ_SIGNAL");
+        signal = name && !strcmp(name, "traces") ? 1 : name && !strcmp(name, "metrics") ? 2 : 0;
         configured = 1;
+    }
+    if (signal) {
+        Table *t = table_new(signal == 1 ? LAYOUT_SPANS : LAYOUT_METRICS, signal == 1 ? "span" : "data point", 64 << 20);
+        if (!t) return 0;
+        if (signal == 1)
+            decode_traces_body(t, data, size);
+        else
+            decode_metrics_body(t, data, size);
+        table_free(t);
+        return 0;
     }
     Logs *t = calloc(1, sizeof *t);
     if (!t) return 0;
@@ -1356,23 +2311,174 @@ static PyObject *py_decode_logs(PyObject *self, PyObject *args) {
                          (long long)logs_bytes(t));
 }
 
-static PyObject *py_configure(PyObject *self, PyObject *args) {
-    PyObject *names;
-    if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &names)) return NULL;
-    memset(SEVERITY_NAMES, 0, sizeof SEVERITY_NAMES);
+/* The generic tables (spans, metrics) exported the same way, node by node from the tree. */
+typedef struct {
+    Table *t;
+    struct ArrowArray *nodes;
+    const void **buffers;
+    struct ArrowArray **children;
+    int nodes_used, buffers_used, children_used;
+} TableExport;
+
+static int col_nodes(const Col *c) {
+    int count = c->type == T_MAP ? 2 : 1; /* a map has its entries struct */
+    for (int i = 0; i < c->nchildren; i++) count += col_nodes(&c->children[i]);
+    return count;
+}
+
+static void table_export_release(struct ArrowArray *array) {
+    TableExport *e = array->private_data;
+    table_free(e->t);
+    free(e->nodes);
+    free(e->buffers);
+    free(e->children);
+    free(e);
+    array->release = NULL;
+}
+
+static struct ArrowArray *tnode(TableExport *e, int64_t length, int64_t nulls, int n_buffers, int n_children) {
+    struct ArrowArray *a = &e->nodes[e->nodes_used++];
+    memset(a, 0, sizeof *a);
+    a->length = length;
+    a->null_count = nulls;
+    a->n_buffers = n_buffers;
+    a->n_children = n_children;
+    a->buffers = &e->buffers[e->buffers_used];
+    e->buffers_used += n_buffers;
+    for (int i = 0; i < n_buffers; i++) a->buffers[i] = NULL;
+    a->children = n_children ? &e->children[e->children_used] : NULL;
+    e->children_used += n_children;
+    a->release = child_release;
+    return a;
+}
+
+/* NULL when out of memory. */
+static struct ArrowArray *export_col(TableExport *e, Col *c) {
+    int buffers = c->type == T_STR ? 3 : c->type == T_STRUCT ? 1 : 2;
+    int children = c->type == T_MAP ? 1 : c->nchildren;
+    struct ArrowArray *a = tnode(e, c->n, c->nulls, buffers, children);
+    if (c->nulls) {
+        size_t need = (size_t)(c->n + 7) / 8;
+        if (c->validity.len < need) {
+            size_t old = c->validity.len;
+            if (buf_reserve(&c->validity, need - old)) return NULL;
+            memset(c->validity.p + old, 0, need - old);
+            c->validity.len = need;
+        }
+        if (!(a->buffers[0] = data_of(&c->validity))) return NULL;
+    }
+    switch (c->type) {
+        case T_STR:
+            if (!(a->buffers[1] = data_of(&c->offsets)) || !(a->buffers[2] = data_of(&c->data))) return NULL;
+            return a;
+        case T_LIST:
+            if (!(a->buffers[1] = data_of(&c->offsets))) return NULL;
+            return (a->children[0] = export_col(e, &c->children[0])) ? a : NULL;
+        case T_MAP: {
+            if (!(a->buffers[1] = data_of(&c->offsets))) return NULL;
+            struct ArrowArray *entries = tnode(e, c->children[0].n, 0, 1, 2);
+            a->children[0] = entries;
+            for (int i = 0; i < 2; i++)
+                if (!(entries->children[i] = export_col(e, &c->children[i]))) return NULL;
+            return a;
+        }
+        case T_STRUCT:
+            for (int i = 0; i < c->nchildren; i++)
+                if (!(a->children[i] = export_col(e, &c->children[i]))) return NULL;
+            return a;
+        default: /* fixed width and bool */
+            return (a->buffers[1] = data_of(&c->data)) ? a : NULL;
+    }
+}
+
+/* The Python result of a generic table: (rows, rejected, first_error, address, bytes); takes t. */
+static PyObject *table_result(Table *t, int status) {
+    if (status == NOMEM) {
+        table_free(t);
+        return PyErr_NoMemory();
+    }
+    if (status != OK) {
+        table_free(t);
+        Py_RETURN_NONE;
+    }
+    int nodes = col_nodes(&t->root);
+    TableExport *e = calloc(1, sizeof *e);
+    struct ArrowArray *batch = NULL;
+    if (e) {
+        e->t = t;
+        e->nodes = calloc((size_t)nodes, sizeof *e->nodes);
+        e->buffers = calloc((size_t)nodes * 3, sizeof *e->buffers);
+        e->children = calloc((size_t)nodes, sizeof *e->children);
+        if (e->nodes && e->buffers && e->children) batch = export_col(e, &t->root);
+    }
+    if (!batch) {
+        if (e) {
+            free(e->nodes);
+            free(e->buffers);
+            free(e->children);
+            free(e);
+        }
+        table_free(t);
+        return PyErr_NoMemory();
+    }
+    batch->release = table_export_release;
+    batch->private_data = e;
+    PyObject *first = t->rejected ? PyUnicode_FromString(t->first_error) : (Py_INCREF(Py_None), Py_None);
+    return Py_BuildValue("(LLNNL)", (long long)t->rows, (long long)t->rejected, first, PyLong_FromVoidPtr(batch),
+                         (long long)col_bytes(&t->root));
+}
+
+static PyObject *decode_table(PyObject *args, const char *layout, const char *noun,
+                              int (*decode_body)(Table *, const uint8_t *, size_t)) {
+    Py_buffer body;
+    long long max_output;
+    if (!PyArg_ParseTuple(args, "y*L", &body, &max_output)) return NULL;
+    Table *t = table_new(layout, noun, max_output);
+    if (!t) {
+        PyBuffer_Release(&body);
+        return PyErr_NoMemory();
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = decode_body(t, (const uint8_t *)body.buf, (size_t)body.len);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&body);
+    return table_result(t, status);
+}
+
+static PyObject *py_decode_traces(PyObject *self, PyObject *args) {
+    return decode_table(args, LAYOUT_SPANS, "span", decode_traces_body);
+}
+
+static PyObject *py_decode_metrics(PyObject *self, PyObject *args) {
+    return decode_table(args, LAYOUT_METRICS, "data point", decode_metrics_body);
+}
+
+/* Fills ``names`` (``count`` slots) from a dict of enum number → name. */
+static int enum_table(PyObject *dict, char names[][40], int count) {
+    memset(names, 0, (size_t)count * sizeof *names);
     PyObject *key, *value;
     Py_ssize_t pos = 0;
-    while (PyDict_Next(names, &pos, &key, &value)) {
+    while (PyDict_Next(dict, &pos, &key, &value)) {
         long number = PyLong_AsLong(key);
-        if (number == -1 && PyErr_Occurred()) return NULL;
+        if (number == -1 && PyErr_Occurred()) return -1;
         const char *name = PyUnicode_AsUTF8(value);
-        if (!name) return NULL;
-        if (number < 0 || number >= 32 || strlen(name) >= sizeof SEVERITY_NAMES[0]) {
-            PyErr_SetString(PyExc_ValueError, "severity number or name out of range");
-            return NULL;
+        if (!name) return -1;
+        if (number < 0 || number >= count || strlen(name) >= sizeof names[0]) {
+            PyErr_SetString(PyExc_ValueError, "enum number or name out of range");
+            return -1;
         }
-        strcpy(SEVERITY_NAMES[number], name);
+        strcpy(names[number], name);
     }
+    return 0;
+}
+
+static PyObject *py_configure(PyObject *self, PyObject *args) {
+    PyObject *severities, *kinds, *codes, *temporalities;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyDict_Type, &severities, &PyDict_Type, &kinds, &PyDict_Type, &codes,
+                          &PyDict_Type, &temporalities))
+        return NULL;
+    if (enum_table(severities, SEVERITY_NAMES, 32) || enum_table(kinds, KIND_NAMES, 8) ||
+        enum_table(codes, STATUS_NAMES, 8) || enum_table(temporalities, TEMPORALITY_NAMES, 8))
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1399,7 +2505,12 @@ fail:
 static PyMethodDef METHODS[] = {
     {"decode_logs", py_decode_logs, METH_VARARGS,
      "decode_logs(body, max_output_bytes) -> (rows, rejected, first_error, columns, bytes) or None (undecided)"},
-    {"configure", py_configure, METH_VARARGS, "configure(severity_names: dict[int, str])"},
+    {"decode_traces", py_decode_traces, METH_VARARGS,
+     "decode_traces(body, max_output_bytes) -> (rows, rejected, first_error, columns, bytes) or None (undecided)"},
+    {"decode_metrics", py_decode_metrics, METH_VARARGS,
+     "decode_metrics(body, max_output_bytes) -> (rows, rejected, first_error, columns, bytes) or None (undecided)"},
+    {"configure", py_configure, METH_VARARGS,
+     "configure(severities, span_kinds, status_codes, temporalities: dict[int, str])"},
     {"known_fields", py_known_fields, METH_NOARGS, "Field numbers each message shape knows, by message name."},
     {NULL, NULL, 0, NULL},
 };

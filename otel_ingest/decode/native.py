@@ -1,6 +1,6 @@
 """The compiled decoder (``_native.c``): protobuf export requests straight to Arrow.
 
-It covers ExportLogsServiceRequest in protobuf. Metrics, traces and OTLP/JSON go through the
+It covers Export{Logs,Trace,Metrics}ServiceRequest in protobuf; OTLP/JSON goes through the
 Python flatteners. For a body it is not sure to read exactly as the Python path would (an
 invalid body, anything protobuf would merge or treat as unknown, output past the memory
 limit) it returns None, and the Python path answers, so both give the same rows, rejected
@@ -13,6 +13,8 @@ from types import ModuleType
 
 import pyarrow as pa
 from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from otel_ingest.flatten.common import BatchColumns, Flattened, enum_names
 from otel_ingest.schema import Signal, signal_schema
@@ -23,11 +25,16 @@ try:
 except ImportError:  # not compiled (no C compiler at install time)
     _native = None
 else:
-    _compiled.configure(enum_names(SeverityNumber.DESCRIPTOR))
+    _compiled.configure(
+        enum_names(SeverityNumber.DESCRIPTOR),
+        enum_names(Span.SpanKind.DESCRIPTOR),
+        enum_names(Status.StatusCode.DESCRIPTOR),
+        enum_names(AggregationTemporality.DESCRIPTOR),
+    )
     _native = _compiled
 
-SIGNALS: tuple[Signal, ...] = ("logs",)
-_NOUNS: dict[Signal, str] = {"logs": "log record"}
+SIGNALS: tuple[Signal, ...] = ("logs", "traces", "metrics")
+_NOUNS: dict[Signal, str] = {"logs": "log record", "traces": "span", "metrics": "data point"}
 
 
 def available() -> bool:
@@ -38,7 +45,12 @@ def decode(signal: Signal, body: bytes, max_output_bytes: int) -> Flattened | No
     """The rows of a protobuf ``signal`` request, or None when the Python path must answer."""
     if _native is None or signal not in SIGNALS:
         return None
-    result = _native.decode_logs(body, max_output_bytes)
+    if signal == "logs":
+        result = _native.decode_logs(body, max_output_bytes)
+    elif signal == "traces":
+        result = _native.decode_traces(body, max_output_bytes)
+    else:
+        result = _native.decode_metrics(body, max_output_bytes)
     if result is None:
         return None
     rows, rejected, first_error, address, size = result
