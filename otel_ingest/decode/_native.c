@@ -1506,51 +1506,6 @@ static uint64_t last_fixed64(const uint8_t *p, size_t n, uint32_t field, int *fo
     return value;
 }
 
-static uint32_t last_fixed32(const uint8_t *p, size_t n, uint32_t field) {
-    if (!p) p = NOTHING, n = 0;
-    Rd r = {p, p + n};
-    uint32_t value = 0;
-    while (r.p < r.end) {
-        uint32_t f;
-        int wt;
-        rd_tag(&r, &f, &wt);
-        if (f == field && wt == 5)
-            rd_fixed32(&r, &value);
-        else
-            rd_skip(&r, wt);
-    }
-    return value;
-}
-
-/* A oneof of two 64-bit fields (as_double / as_int): which one protobuf keeps (0: neither). */
-static uint32_t last_of_two(const uint8_t *p, size_t n, uint32_t a, uint32_t b, uint64_t *bits) {
-    if (!p) p = NOTHING, n = 0;
-    Rd r = {p, p + n};
-    uint32_t which = 0;
-    *bits = 0;
-    while (r.p < r.end) {
-        uint32_t f;
-        int wt;
-        rd_tag(&r, &f, &wt);
-        if ((f == a || f == b) && wt == 1) {
-            rd_fixed64(&r, bits);
-            which = f;
-        } else {
-            rd_skip(&r, wt);
-        }
-    }
-    return which;
-}
-
-/* _number(): as_double, float(as_int), or NULL. */
-static int col_number(Col *c, const uint8_t *p, size_t n, uint32_t double_field, uint32_t int_field) {
-    uint64_t bits;
-    uint32_t which = last_of_two(p, n, double_field, int_field, &bits);
-    if (which == double_field) return col_f64(c, as_double(bits));
-    if (which == int_field) return col_f64(c, (double)(int64_t)bits);
-    return col_f64_or_null(c, 0, 0);
-}
-
 static int32_t zigzag32(uint64_t v) {
     uint32_t u = (uint32_t)v;
     return (int32_t)((u >> 1) ^ (~(u & 1) + 1));
@@ -1758,21 +1713,68 @@ static const char LAYOUT_SPANS[] = "{ssssissllMi[{lsMi}]i[{sssMii}]i{ss}{Mi}s{ss
 enum { SP_CONTEXT = 16 };
 static char KIND_NAMES[8][40], STATUS_NAMES[8][40], TEMPORALITY_NAMES[8][40];
 
-static int span_rejection(const uint8_t *p, size_t n, char *reason, size_t size) {
-    const uint8_t *q;
-    size_t len;
-    last_bytes(p, n, 1, &q, &len);
-    if (id_rejection(reason, size, "trace_id", len, 16)) return 1;
-    last_bytes(p, n, 2, &q, &len);
-    if (id_rejection(reason, size, "span_id", len, 8)) return 1;
-    last_bytes(p, n, 4, &q, &len);
-    if (id_rejection(reason, size, "parent_span_id", len, 8)) return 1;
-    if (long_rejection(reason, size, "start_time_unix_nano", last_fixed64(p, n, 7, NULL))) return 1;
-    if (long_rejection(reason, size, "end_time_unix_nano", last_fixed64(p, n, 8, NULL))) return 1;
+/* Every scalar and the last length-delimited value of fields 1..16 of a checked message, in
+ * one pass (the last occurrence wins, as in protobuf); repeated fields are iterated apart. */
+#define SCAN_FIELDS 17
+typedef struct {
+    const uint8_t *p[SCAN_FIELDS];
+    size_t n[SCAN_FIELDS];
+    uint64_t v[SCAN_FIELDS];
+    uint32_t position[SCAN_FIELDS]; /* where the last occurrence was (for oneofs) */
+    uint32_t seen;
+} Fields;
+
+static void scan_fields(const uint8_t *p, size_t n, Fields *f) {
+    f->seen = 0;
+    if (!p) p = NOTHING, n = 0;
+    Rd r = {p, p + n};
+    uint32_t position = 0;
+    while (r.p < r.end) {
+        uint32_t field, v32;
+        int wt;
+        rd_tag(&r, &field, &wt);
+        if (field >= SCAN_FIELDS) {
+            rd_skip(&r, wt);
+            continue;
+        }
+        switch (wt) {
+            case 0: rd_varint(&r, &f->v[field]); break;
+            case 1: rd_fixed64(&r, &f->v[field]); break;
+            case 5:
+                rd_fixed32(&r, &v32);
+                f->v[field] = v32;
+                break;
+            case 2: rd_bytes(&r, &f->p[field], &f->n[field]); break;
+            default: rd_skip(&r, wt); continue;
+        }
+        f->seen |= 1u << field;
+        f->position[field] = ++position;
+    }
+}
+
+static inline int f_has(const Fields *f, uint32_t k) { return (f->seen >> k) & 1; }
+static inline uint64_t f_v(const Fields *f, uint32_t k) { return f_has(f, k) ? f->v[k] : 0; }
+static inline const uint8_t *f_p(const Fields *f, uint32_t k) { return f_has(f, k) ? f->p[k] : NULL; }
+static inline size_t f_n(const Fields *f, uint32_t k) { return f_has(f, k) ? f->n[k] : 0; }
+
+/* _number(): the last of as_double / as_int, as a double, or NULL. */
+static int col_number_of(Col *c, const Fields *f, uint32_t double_field, uint32_t int_field) {
+    int d = f_has(f, double_field), i = f_has(f, int_field);
+    if (d && (!i || f->position[double_field] > f->position[int_field])) return col_f64(c, as_double(f->v[double_field]));
+    if (i) return col_f64(c, (double)(int64_t)f->v[int_field]);
+    return col_f64_or_null(c, 0, 0);
+}
+
+static int span_rejection(const Fields *f, const uint8_t *p, size_t n, char *reason, size_t size) {
+    if (id_rejection(reason, size, "trace_id", f_n(f, 1), 16)) return 1;
+    if (id_rejection(reason, size, "span_id", f_n(f, 2), 8)) return 1;
+    if (id_rejection(reason, size, "parent_span_id", f_n(f, 4), 8)) return 1;
+    if (long_rejection(reason, size, "start_time_unix_nano", f_v(f, 7))) return 1;
+    if (long_rejection(reason, size, "end_time_unix_nano", f_v(f, 8))) return 1;
     if (depth_rejection(reason, size, p, n, 9)) return 1;
     Iter events = iter_of(p, n, 11);
-    const uint8_t *e;
-    size_t elen;
+    const uint8_t *e, *q;
+    size_t elen, len;
     while (iter_next(&events, &e, &elen)) {
         if (long_rejection(reason, size, "event time_unix_nano", last_fixed64(e, elen, 1, NULL))) return 1;
         if (depth_rejection(reason, size, e, elen, 3)) return 1;
@@ -1796,68 +1798,58 @@ static int span_item(Table *t, const uint8_t *p, size_t n, Col *context, const R
         table_reject(t, *index, TOO_DEEP_REASON);
         return OK;
     }
-    if (span_rejection(p, n, reason, sizeof reason)) {
+    Fields f, g;
+    scan_fields(p, n, &f);
+    if (span_rejection(&f, p, n, reason, sizeof reason)) {
         table_reject(t, *index, reason);
         return OK;
     }
     Col *c = t->root.children;
-    const uint8_t *q;
-    size_t len;
     int s;
 #define TRY(call) \
     if ((s = (call))) return s
-    last_bytes(p, n, 1, &q, &len);
-    TRY(col_hex(&c[0], q, len));
-    last_bytes(p, n, 2, &q, &len);
-    TRY(col_hex(&c[1], q, len));
-    last_bytes(p, n, 3, &q, &len);
-    TRY(col_text(&c[2], q, len));
-    last_bytes(p, n, 4, &q, &len);
-    TRY(col_hex(&c[3], q, len));
-    TRY(col_i32(&c[4], last_fixed32(p, n, 16)));
-    last_bytes(p, n, 5, &q, &len);
-    TRY(col_text(&c[5], q, len));
-    TRY(col_enum(&c[6], KIND_NAMES, 8, (int32_t)last_varint(p, n, 6)));
-    TRY(col_i64(&c[7], (int64_t)last_fixed64(p, n, 7, NULL)));
-    TRY(col_i64(&c[8], (int64_t)last_fixed64(p, n, 8, NULL)));
+    TRY(col_hex(&c[0], f_p(&f, 1), f_n(&f, 1)));
+    TRY(col_hex(&c[1], f_p(&f, 2), f_n(&f, 2)));
+    TRY(col_text(&c[2], f_p(&f, 3), f_n(&f, 3)));
+    TRY(col_hex(&c[3], f_p(&f, 4), f_n(&f, 4)));
+    TRY(col_i32(&c[4], (uint32_t)f_v(&f, 16)));
+    TRY(col_text(&c[5], f_p(&f, 5), f_n(&f, 5)));
+    TRY(col_enum(&c[6], KIND_NAMES, 8, (int32_t)f_v(&f, 6)));
+    TRY(col_i64(&c[7], (int64_t)f_v(&f, 7)));
+    TRY(col_i64(&c[8], (int64_t)f_v(&f, 8)));
     TRY(col_attributes(&c[9], &t->scratch, p, n, 9));
-    TRY(col_i32(&c[10], (uint32_t)last_varint(p, n, 10)));
+    TRY(col_i32(&c[10], (uint32_t)f_v(&f, 10)));
     Col *event = &c[11].children[0];
     Iter events = iter_of(p, n, 11);
     const uint8_t *e;
     size_t elen;
     while (iter_next(&events, &e, &elen)) {
-        TRY(col_i64(&event->children[0], (int64_t)last_fixed64(e, elen, 1, NULL)));
-        last_bytes(e, elen, 2, &q, &len);
-        TRY(col_text(&event->children[1], q, len));
+        scan_fields(e, elen, &g);
+        TRY(col_i64(&event->children[0], (int64_t)f_v(&g, 1)));
+        TRY(col_text(&event->children[1], f_p(&g, 2), f_n(&g, 2)));
         TRY(col_attributes(&event->children[2], &t->scratch, e, elen, 3));
-        TRY(col_i32(&event->children[3], (uint32_t)last_varint(e, elen, 4)));
+        TRY(col_i32(&event->children[3], (uint32_t)f_v(&g, 4)));
         TRY(col_slot(event, 1));
     }
     TRY(col_end_var(&c[11], 1));
-    TRY(col_i32(&c[12], (uint32_t)last_varint(p, n, 12)));
+    TRY(col_i32(&c[12], (uint32_t)f_v(&f, 12)));
     Col *link = &c[13].children[0];
     Iter links = iter_of(p, n, 13);
     while (iter_next(&links, &e, &elen)) {
-        last_bytes(e, elen, 1, &q, &len);
-        TRY(col_hex(&link->children[0], q, len));
-        last_bytes(e, elen, 2, &q, &len);
-        TRY(col_hex(&link->children[1], q, len));
-        last_bytes(e, elen, 3, &q, &len);
-        TRY(col_text(&link->children[2], q, len));
+        scan_fields(e, elen, &g);
+        TRY(col_hex(&link->children[0], f_p(&g, 1), f_n(&g, 1)));
+        TRY(col_hex(&link->children[1], f_p(&g, 2), f_n(&g, 2)));
+        TRY(col_text(&link->children[2], f_p(&g, 3), f_n(&g, 3)));
         TRY(col_attributes(&link->children[3], &t->scratch, e, elen, 4));
-        TRY(col_i32(&link->children[4], (uint32_t)last_varint(e, elen, 5)));
-        TRY(col_i32(&link->children[5], last_fixed32(e, elen, 6)));
+        TRY(col_i32(&link->children[4], (uint32_t)f_v(&g, 5)));
+        TRY(col_i32(&link->children[5], (uint32_t)f_v(&g, 6)));
         TRY(col_slot(link, 1));
     }
     TRY(col_end_var(&c[13], 1));
-    TRY(col_i32(&c[14], (uint32_t)last_varint(p, n, 14)));
-    const uint8_t *status;
-    size_t status_len;
-    last_bytes(p, n, 15, &status, &status_len);
-    last_bytes(status, status_len, 2, &q, &len);
-    TRY(col_text(&c[15].children[0], q, len));
-    TRY(col_enum(&c[15].children[1], STATUS_NAMES, 8, (int32_t)last_varint(status, status_len, 3)));
+    TRY(col_i32(&c[14], (uint32_t)f_v(&f, 14)));
+    scan_fields(f_p(&f, 15), f_n(&f, 15), &g); /* the status */
+    TRY(col_text(&c[15].children[0], f_p(&g, 2), f_n(&g, 2)));
+    TRY(col_enum(&c[15].children[1], STATUS_NAMES, 8, (int32_t)f_v(&g, 3)));
     TRY(col_slot(&c[15], 1));
     TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
     return table_row_done(t);
@@ -1884,14 +1876,14 @@ static const uint32_t METRIC_FIELDS_OF_TYPE[] = {5, 7, 9, 10, 11};
 
 static int exemplars_rejection(const uint8_t *p, size_t n, uint32_t field, char *reason, size_t size) {
     Iter it = iter_of(p, n, field);
-    const uint8_t *e, *q;
-    size_t elen, len;
+    const uint8_t *e;
+    size_t elen;
+    Fields g;
     while (iter_next(&it, &e, &elen)) {
-        if (long_rejection(reason, size, "exemplar time_unix_nano", last_fixed64(e, elen, 2, NULL))) return 1;
-        last_bytes(e, elen, 4, &q, &len);
-        if (id_rejection(reason, size, "exemplar span_id", len, 8)) return 1;
-        last_bytes(e, elen, 5, &q, &len);
-        if (id_rejection(reason, size, "exemplar trace_id", len, 16)) return 1;
+        scan_fields(e, elen, &g);
+        if (long_rejection(reason, size, "exemplar time_unix_nano", f_v(&g, 2))) return 1;
+        if (id_rejection(reason, size, "exemplar span_id", f_n(&g, 4), 8)) return 1;
+        if (id_rejection(reason, size, "exemplar trace_id", f_n(&g, 5), 16)) return 1;
         if (depth_rejection(reason, size, e, elen, 7)) return 1;
     }
     return 0;
@@ -1900,16 +1892,16 @@ static int exemplars_rejection(const uint8_t *p, size_t n, uint32_t field, char 
 static int col_exemplars(Table *t, Col *list, const uint8_t *p, size_t n, uint32_t field) {
     Col *x = &list->children[0];
     Iter it = iter_of(p, n, field);
-    const uint8_t *e, *q;
-    size_t elen, len;
+    const uint8_t *e;
+    size_t elen;
+    Fields g;
     int s;
     while (iter_next(&it, &e, &elen)) {
-        TRY(col_i64(&x->children[0], (int64_t)last_fixed64(e, elen, 2, NULL)));
-        TRY(col_number(&x->children[1], e, elen, 3, 6));
-        last_bytes(e, elen, 4, &q, &len);
-        TRY(col_hex(&x->children[2], q, len));
-        last_bytes(e, elen, 5, &q, &len);
-        TRY(col_hex(&x->children[3], q, len));
+        scan_fields(e, elen, &g);
+        TRY(col_i64(&x->children[0], (int64_t)f_v(&g, 2)));
+        TRY(col_number_of(&x->children[1], &g, 3, 6));
+        TRY(col_hex(&x->children[2], f_p(&g, 4), f_n(&g, 4)));
+        TRY(col_hex(&x->children[3], f_p(&g, 5), f_n(&g, 5)));
         TRY(col_attributes(&x->children[4], &t->scratch, e, elen, 7));
         TRY(col_slot(x, 1));
     }
@@ -1917,134 +1909,126 @@ static int col_exemplars(Table *t, Col *list, const uint8_t *p, size_t n, uint32
 }
 
 /* Checks in the order each flatten.metrics builder computes its dict. */
-static int point_rejection(int kind, const uint8_t *p, size_t n, char *reason, size_t size) {
-    const size_t z = size;
+static int point_rejection(int kind, const Fields *f, const uint8_t *p, size_t n, char *reason, size_t z) {
     if (kind == 3 && depth_rejection(reason, z, p, n, 1)) return 1; /* exponential: attributes first */
-    if (long_rejection(reason, z, "start_time_unix_nano", last_fixed64(p, n, 2, NULL))) return 1;
-    if (long_rejection(reason, z, "time_unix_nano", last_fixed64(p, n, 3, NULL))) return 1;
+    if (long_rejection(reason, z, "start_time_unix_nano", f_v(f, 2))) return 1;
+    if (long_rejection(reason, z, "time_unix_nano", f_v(f, 3))) return 1;
     switch (kind) {
         case 0:
         case 1:
             if (exemplars_rejection(p, n, 5, reason, z)) return 1;
             return depth_rejection(reason, z, p, n, 7);
         case 2:
-            if (long_rejection(reason, z, "count", last_fixed64(p, n, 4, NULL))) return 1;
+            if (long_rejection(reason, z, "count", f_v(f, 4))) return 1;
             if (longs_above(p, n, 6, 0)) {
                 snprintf(reason, z, "a value of bucket_counts is above 2^63-1");
                 return 1;
             }
             if (exemplars_rejection(p, n, 8, reason, z)) return 1;
             return depth_rejection(reason, z, p, n, 9);
-        case 3: {
-            if (long_rejection(reason, z, "count", last_fixed64(p, n, 4, NULL))) return 1;
-            if (long_rejection(reason, z, "zero_count", last_fixed64(p, n, 7, NULL))) return 1;
-            const uint8_t *b;
-            size_t blen;
-            last_bytes(p, n, 8, &b, &blen);
-            if (longs_above(b, blen, 2, 1)) {
+        case 3:
+            if (long_rejection(reason, z, "count", f_v(f, 4))) return 1;
+            if (long_rejection(reason, z, "zero_count", f_v(f, 7))) return 1;
+            if (longs_above(f_p(f, 8), f_n(f, 8), 2, 1)) {
                 snprintf(reason, z, "a value of positive bucket_counts is above 2^63-1");
                 return 1;
             }
-            last_bytes(p, n, 9, &b, &blen);
-            if (longs_above(b, blen, 2, 1)) {
+            if (longs_above(f_p(f, 9), f_n(f, 9), 2, 1)) {
                 snprintf(reason, z, "a value of negative bucket_counts is above 2^63-1");
                 return 1;
             }
             return exemplars_rejection(p, n, 11, reason, z);
-        }
         default:
-            if (long_rejection(reason, z, "count", last_fixed64(p, n, 4, NULL))) return 1;
+            if (long_rejection(reason, z, "count", f_v(f, 4))) return 1;
             return depth_rejection(reason, z, p, n, 7);
     }
 }
 
-static int col_optional_double(Col *c, const uint8_t *p, size_t n, uint32_t field) {
-    int found;
-    uint64_t bits = last_fixed64(p, n, field, &found);
-    return col_f64_or_null(c, found, as_double(bits));
+static int col_optional_double(Col *c, const Fields *f, uint32_t k) {
+    return col_f64_or_null(c, f_has(f, k), as_double(f_v(f, k)));
 }
 
-static int col_buckets(Col *c, const uint8_t *p, size_t n, uint32_t field) {
-    const uint8_t *b;
-    size_t blen;
+static int col_buckets(Col *c, const uint8_t *b, size_t blen) {
     int s;
-    last_bytes(p, n, field, &b, &blen);
     TRY(col_fixed(&c->children[0], &(int32_t){zigzag32(last_varint(b, blen, 1))}, 4, 1));
     TRY(col_longs(&c->children[1], b, blen, 2, 1));
     return col_slot(c, 1);
 }
 
 /* The struct of a point's own column (flatten.metrics._gauge ... _summary). */
-static int point_struct(Table *t, int kind, Col *c, const uint8_t *p, size_t n, const uint8_t *data, size_t data_len) {
-    Col *f = c->children;
+static int point_struct(Table *t, int kind, Col *c, const Fields *f, const uint8_t *p, size_t n,
+                        const Fields *data) {
+    Col *x = c->children;
     int s;
-    int32_t temporality = (int32_t)last_varint(data, data_len, 2);
+    int32_t temporality = (int32_t)f_v(data, 2);
     switch (kind) {
         case 0:
         case 1:
-            TRY(col_i64(&f[0], (int64_t)last_fixed64(p, n, 2, NULL)));
-            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 3, NULL)));
-            TRY(col_number(&f[2], p, n, 4, 6));
-            TRY(col_exemplars(t, &f[3], p, n, 5));
-            TRY(col_attributes(&f[4], &t->scratch, p, n, 7));
-            TRY(col_i32(&f[5], (uint32_t)last_varint(p, n, 8)));
+            TRY(col_i64(&x[0], (int64_t)f_v(f, 2)));
+            TRY(col_i64(&x[1], (int64_t)f_v(f, 3)));
+            TRY(col_number_of(&x[2], f, 4, 6));
+            TRY(col_exemplars(t, &x[3], p, n, 5));
+            TRY(col_attributes(&x[4], &t->scratch, p, n, 7));
+            TRY(col_i32(&x[5], (uint32_t)f_v(f, 8)));
             if (kind == 1) {
-                TRY(col_enum(&f[6], TEMPORALITY_NAMES, 8, temporality));
-                TRY(col_bool(&f[7], last_varint(data, data_len, 3) != 0));
+                TRY(col_enum(&x[6], TEMPORALITY_NAMES, 8, temporality));
+                TRY(col_bool(&x[7], f_v(data, 3) != 0));
             }
             break;
         case 2: {
-            TRY(col_i64(&f[0], (int64_t)last_fixed64(p, n, 2, NULL)));
-            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 3, NULL)));
-            TRY(col_i64(&f[2], (int64_t)last_fixed64(p, n, 4, NULL)));
-            TRY(col_optional_double(&f[3], p, n, 5));
-            TRY(col_longs(&f[4], p, n, 6, 0));
+            TRY(col_i64(&x[0], (int64_t)f_v(f, 2)));
+            TRY(col_i64(&x[1], (int64_t)f_v(f, 3)));
+            TRY(col_i64(&x[2], (int64_t)f_v(f, 4)));
+            TRY(col_optional_double(&x[3], f, 5));
+            TRY(col_longs(&x[4], p, n, 6, 0));
             RepIter bounds = rep_of(p, n, 7, 0);
             uint64_t bits;
-            while (rep_next(&bounds, &bits)) TRY(col_f64(&f[5].children[0], as_double(bits)));
-            TRY(col_end_var(&f[5], 1));
-            TRY(col_exemplars(t, &f[6], p, n, 8));
-            TRY(col_attributes(&f[7], &t->scratch, p, n, 9));
-            TRY(col_i32(&f[8], (uint32_t)last_varint(p, n, 10)));
-            TRY(col_optional_double(&f[9], p, n, 11));
-            TRY(col_optional_double(&f[10], p, n, 12));
-            TRY(col_enum(&f[11], TEMPORALITY_NAMES, 8, temporality));
+            while (rep_next(&bounds, &bits)) TRY(col_f64(&x[5].children[0], as_double(bits)));
+            TRY(col_end_var(&x[5], 1));
+            TRY(col_exemplars(t, &x[6], p, n, 8));
+            TRY(col_attributes(&x[7], &t->scratch, p, n, 9));
+            TRY(col_i32(&x[8], (uint32_t)f_v(f, 10)));
+            TRY(col_optional_double(&x[9], f, 11));
+            TRY(col_optional_double(&x[10], f, 12));
+            TRY(col_enum(&x[11], TEMPORALITY_NAMES, 8, temporality));
             break;
         }
         case 3:
-            TRY(col_attributes(&f[0], &t->scratch, p, n, 1));
-            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 2, NULL)));
-            TRY(col_i64(&f[2], (int64_t)last_fixed64(p, n, 3, NULL)));
-            TRY(col_i64(&f[3], (int64_t)last_fixed64(p, n, 4, NULL)));
-            TRY(col_optional_double(&f[4], p, n, 5));
-            TRY(col_fixed(&f[5], &(int32_t){zigzag32(last_varint(p, n, 6))}, 4, 1));
-            TRY(col_i64(&f[6], (int64_t)last_fixed64(p, n, 7, NULL)));
-            TRY(col_buckets(&f[7], p, n, 8));
-            TRY(col_buckets(&f[8], p, n, 9));
-            TRY(col_i32(&f[9], (uint32_t)last_varint(p, n, 10)));
-            TRY(col_exemplars(t, &f[10], p, n, 11));
-            TRY(col_optional_double(&f[11], p, n, 12));
-            TRY(col_optional_double(&f[12], p, n, 13));
-            TRY(col_f64(&f[13], as_double(last_fixed64(p, n, 14, NULL))));
-            TRY(col_enum(&f[14], TEMPORALITY_NAMES, 8, temporality));
+            TRY(col_attributes(&x[0], &t->scratch, p, n, 1));
+            TRY(col_i64(&x[1], (int64_t)f_v(f, 2)));
+            TRY(col_i64(&x[2], (int64_t)f_v(f, 3)));
+            TRY(col_i64(&x[3], (int64_t)f_v(f, 4)));
+            TRY(col_optional_double(&x[4], f, 5));
+            TRY(col_fixed(&x[5], &(int32_t){zigzag32(f_v(f, 6))}, 4, 1));
+            TRY(col_i64(&x[6], (int64_t)f_v(f, 7)));
+            TRY(col_buckets(&x[7], f_p(f, 8), f_n(f, 8)));
+            TRY(col_buckets(&x[8], f_p(f, 9), f_n(f, 9)));
+            TRY(col_i32(&x[9], (uint32_t)f_v(f, 10)));
+            TRY(col_exemplars(t, &x[10], p, n, 11));
+            TRY(col_optional_double(&x[11], f, 12));
+            TRY(col_optional_double(&x[12], f, 13));
+            TRY(col_f64(&x[13], as_double(f_v(f, 14))));
+            TRY(col_enum(&x[14], TEMPORALITY_NAMES, 8, temporality));
             break;
         default: {
-            TRY(col_i64(&f[0], (int64_t)last_fixed64(p, n, 2, NULL)));
-            TRY(col_i64(&f[1], (int64_t)last_fixed64(p, n, 3, NULL)));
-            TRY(col_i64(&f[2], (int64_t)last_fixed64(p, n, 4, NULL)));
-            TRY(col_f64(&f[3], as_double(last_fixed64(p, n, 5, NULL))));
-            Col *q = &f[4].children[0];
+            TRY(col_i64(&x[0], (int64_t)f_v(f, 2)));
+            TRY(col_i64(&x[1], (int64_t)f_v(f, 3)));
+            TRY(col_i64(&x[2], (int64_t)f_v(f, 4)));
+            TRY(col_f64(&x[3], as_double(f_v(f, 5))));
+            Col *q = &x[4].children[0];
             Iter quantiles = iter_of(p, n, 6);
             const uint8_t *v;
             size_t vlen;
+            Fields g;
             while (iter_next(&quantiles, &v, &vlen)) {
-                TRY(col_f64(&q->children[0], as_double(last_fixed64(v, vlen, 1, NULL))));
-                TRY(col_f64(&q->children[1], as_double(last_fixed64(v, vlen, 2, NULL))));
+                scan_fields(v, vlen, &g);
+                TRY(col_f64(&q->children[0], as_double(f_v(&g, 1))));
+                TRY(col_f64(&q->children[1], as_double(f_v(&g, 2))));
                 TRY(col_slot(q, 1));
             }
-            TRY(col_end_var(&f[4], 1));
-            TRY(col_attributes(&f[5], &t->scratch, p, n, 7));
-            TRY(col_i32(&f[6], (uint32_t)last_varint(p, n, 8)));
+            TRY(col_end_var(&x[4], 1));
+            TRY(col_attributes(&x[5], &t->scratch, p, n, 7));
+            TRY(col_i32(&x[6], (uint32_t)f_v(f, 8)));
         }
     }
     return col_slot(c, 1);
@@ -2053,36 +2037,22 @@ static int point_struct(Table *t, int kind, Col *c, const uint8_t *p, size_t n, 
 static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, const ResourceValue *rv,
                        const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv, const uint8_t *surl,
                        size_t surl_len, int64_t *index) {
+    Fields mf, data, f;
+    scan_fields(m, mlen, &mf);
     /* The data oneof: the last of its fields on the wire (each is there at most once). */
     int kind = -1;
-    const uint8_t *data = NULL;
-    size_t data_len = 0;
-    {
-        Rd r = {m ? m : NOTHING, (m ? m : NOTHING) + (m ? mlen : 0)};
-        while (r.p < r.end) {
-            uint32_t f;
-            int wt;
-            rd_tag(&r, &f, &wt);
-            int k = -1;
-            for (int i = 0; i < 5; i++)
-                if (METRIC_FIELDS_OF_TYPE[i] == f) k = i;
-            if (k >= 0 && wt == 2) {
-                rd_bytes(&r, &data, &data_len);
-                kind = k;
-            } else {
-                rd_skip(&r, wt);
-            }
-        }
+    for (int k = 0; k < 5; k++) {
+        uint32_t field = METRIC_FIELDS_OF_TYPE[k];
+        if (f_has(&mf, field) && (kind < 0 || mf.position[field] > mf.position[METRIC_FIELDS_OF_TYPE[kind]]))
+            kind = k;
     }
     if (kind < 0) return OK;
+    const uint8_t *points_p = f_p(&mf, METRIC_FIELDS_OF_TYPE[kind]);
+    size_t points_n = f_n(&mf, METRIC_FIELDS_OF_TYPE[kind]);
+    scan_fields(points_p, points_n, &data);
     int metadata_deep = pairs_too_deep(NULL, m, mlen, 12);
-    const uint8_t *name, *description, *unit;
-    size_t name_len, description_len, unit_len;
-    last_bytes(m, mlen, 1, &name, &name_len);
-    last_bytes(m, mlen, 2, &description, &description_len);
-    last_bytes(m, mlen, 3, &unit, &unit_len);
     Col *c = t->root.children;
-    Iter points = iter_of(data, data_len, 1);
+    Iter points = iter_of(points_p, points_n, 1);
     const uint8_t *p;
     size_t n;
     int s;
@@ -2093,16 +2063,17 @@ static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, co
             table_reject(t, *index, TOO_DEEP_REASON);
             continue;
         }
-        if (point_rejection(kind, p, n, reason, sizeof reason)) {
+        scan_fields(p, n, &f);
+        if (point_rejection(kind, &f, p, n, reason, sizeof reason)) {
             table_reject(t, *index, reason);
             continue;
         }
-        TRY(col_text(&c[0], name, name_len));
-        TRY(col_text(&c[1], description, description_len));
-        TRY(col_text(&c[2], unit, unit_len));
+        TRY(col_text(&c[0], f_p(&mf, 1), f_n(&mf, 1)));
+        TRY(col_text(&c[1], f_p(&mf, 2), f_n(&mf, 2)));
+        TRY(col_text(&c[2], f_p(&mf, 3), f_n(&mf, 3)));
         TRY(col_str(&c[3], (const uint8_t *)METRIC_TYPES[kind], strlen(METRIC_TYPES[kind])));
         for (int k = 0; k < 5; k++)
-            TRY(k == kind ? point_struct(t, kind, &c[MT_GAUGE + k], p, n, data, data_len) : col_null(&c[MT_GAUGE + k]));
+            TRY(k == kind ? point_struct(t, kind, &c[MT_GAUGE + k], &f, p, n, &data) : col_null(&c[MT_GAUGE + k]));
         TRY(col_attributes(&c[MT_METADATA], &t->scratch, m, mlen, 12));
         TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
         TRY(table_row_done(t));
