@@ -61,6 +61,8 @@ READ_BATCH_BYTES = 32 * 2**20
 # day-partitioned facts): a rollup table, or a day of a fact table, is compacted once it
 # holds this many files.
 COMPACT_FILES = 32
+# A rollup rebuilt from all facts reads them this many days at a time.
+ROLLUP_DAYS = 3
 
 
 @dataclass
@@ -261,18 +263,29 @@ class UsageStore:
         location = self.location(rollup.SOURCES[name])
         added = added_files(self.warehouse, location, since, version)
         options = self.warehouse.storage_options
+        columns = list(TABLES[rollup.SOURCES[name]])
+        roll = rollup.ROLL[name]
         if added is None:
-            rows = pl.scan_delta(location, version=version, storage_options=options).collect()
+            # All facts, a few days at a time (day is a rollup key: the parts never share one),
+            # so millions of facts are never in memory at once.
+            facts_at = pl.scan_delta(location, version=version, storage_options=options)
+            days = sorted(d for d in facts_at.select(pl.col("day").unique()).collect()["day"].to_list() if d)
+            parts = [
+                roll(facts_at.filter(pl.col("day").is_in(days[i : i + ROLLUP_DAYS])).select(columns).collect())
+                for i in range(0, len(days), ROLLUP_DAYS)
+            ]
+            parts.append(roll(facts_at.filter(pl.col("day").is_null()).select(columns).collect()))
+            frame = pl.concat(parts, how="vertical_relaxed")
         else:
-            parts = []
+            read = []
             for path, partition in zip(added.files, added.partitions, strict=True):
                 part = pl.read_parquet(path, storage_options=options, hive_partitioning=False)
                 for column, value in partition.items():
                     if column not in part.columns:
                         part = part.with_columns(pl.lit(value, TABLES[name].get(column, pl.String())).alias(column))
-                parts.append(part)
-            rows = pl.concat(parts, how="diagonal_relaxed") if parts else derive.empty(TABLES[rollup.SOURCES[name]])
-        frame = rollup.ROLL[name](rows.select(list(TABLES[rollup.SOURCES[name]])))
+                read.append(part)
+            rows = pl.concat(read, how="diagonal_relaxed") if read else derive.empty(TABLES[rollup.SOURCES[name]])
+            frame = roll(rows.select(columns))
         properties = deltalake.CommitProperties(app_transactions=[deltalake.Transaction(app, version)])
         deltalake.write_deltalake(
             target, frame.to_arrow(), mode="append" if added is not None else "overwrite", commit_properties=properties
