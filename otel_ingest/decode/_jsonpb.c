@@ -265,6 +265,7 @@ typedef struct {
     const uint8_t *s;
     size_t n;
     int escaped;
+    size_t decoded; /* bytes of the text with escapes undone */
 } Str;
 
 /* Eight bytes of plain text at once: none is a quote, a backslash, a control character or
@@ -286,12 +287,14 @@ static int scan_string(P *x, Str *out) {
     const uint8_t *p = ++x->p, *end = x->end;
     out->s = p;
     out->escaped = 0;
+    size_t saved = 0; /* bytes the escapes take beyond their text */
     while (p < end) {
         while (end - p >= 8 && plain8(p)) p += 8;
         if (p >= end) break;
         uint8_t c = *p;
         if (c == '"') {
             out->n = (size_t)(p - out->s);
+            out->decoded = out->n - saved;
             x->p = p + 1;
             return 0;
         }
@@ -309,11 +312,15 @@ static int scan_string(P *x, Str *out) {
                     if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &low)) return -1;
                     if (low < 0xdc00 || low > 0xdfff) return -1;
                     p += 6;
+                    saved += 12 - 4;
+                } else {
+                    saved += 6 - (u < 0x80 ? 1 : u < 0x800 ? 2 : 3);
                 }
                 continue;
             }
             if (e != '"' && e != '\\' && e != '/' && e != 'b' && e != 'f' && e != 'n' && e != 'r' && e != 't') return -1;
             p += 2;
+            saved += 1;
             continue;
         }
         if (c < 0x80) {
@@ -349,8 +356,12 @@ static int put_unescaped(Out *o, const Str *s) {
     uint8_t *q = o->p + o->len;
     const uint8_t *p = s->s, *end = s->s + s->n;
     while (p < end) {
-        if (*p != '\\') {
-            *q++ = *p++;
+        if (*p != '\\') { /* the plain run up to the next escape, at once */
+            const uint8_t *next = memchr(p, '\\', (size_t)(end - p));
+            size_t run = (size_t)((next ? next : end) - p);
+            memcpy(q, p, run);
+            q += run;
+            p += run;
             continue;
         }
         uint8_t e = p[1];
@@ -787,9 +798,10 @@ static int field_value(P *x, const Field *f, int depth, int packed) {
             x->out.len += s.n;
             return 0;
         }
-        size_t start;
-        if (open_len(&x->out, &start) || put_unescaped(&x->out, &s)) return -1;
-        return close_len(&x->out, start);
+        if (put_varint(&x->out, s.decoded)) return -1;
+        size_t before = x->out.len;
+        if (put_unescaped(&x->out, &s)) return -1;
+        return x->out.len - before == s.decoded ? 0 : -1; /* cannot differ: checked all the same */
     }
     uint64_t bits;
     int set = scalar_value(x, f, &bits);
@@ -880,6 +892,11 @@ static int message(P *x, const MsgSpec *m, int depth) {
 static int transcode(uint32_t root, const uint8_t *body, size_t size, Out *out) {
     if (root >= SCHEMA.n_messages) return -1;
     P x = {body, body + size, {0}, 0};
+    /* The protobuf is nearly always smaller than the JSON: one allocation, no copies on growth. */
+    if (out_reserve(&x.out, size + 64)) {
+        *out = x.out;
+        return -1;
+    }
     int status = message(&x, &SCHEMA.messages[root], 1);
     if (status == 0) {
         ws(&x);
