@@ -202,14 +202,14 @@ REFERENCE_BATCH = pa.table(
 
 
 def reference_commit_ms(folder: Path) -> float:
-    """Median of three appends to a table created just now: the machine's commit speed at this
+    """Median of five appends to a table created just now: the machine's commit speed at this
     moment, with no history to slow it. The servers' commit times are divided by it, so that
     a machine that gets busier during the run (it is shared) is not mistaken for tables that
     get slower as they grow."""
     path = folder / f"reference-{time.monotonic_ns()}"
     deltalake.write_deltalake(str(path), REFERENCE_BATCH)
     times = []
-    for _ in range(3):
+    for _ in range(5):
         begun = time.perf_counter()
         deltalake.write_deltalake(str(path), REFERENCE_BATCH, mode="append")
         times.append((time.perf_counter() - begun) * 1000)
@@ -348,14 +348,16 @@ def report(side: Side) -> None:
         f"end / start = {statistics.median(last) / max(statistics.median(first), 1e-9):.2f}"
     )
     if len(side.samples) >= 4:
-        # The machine's own drift over the run: reference commits of the first and last two samples.
-        ref_first = statistics.median(s.reference_ms for s in side.samples[:2])
-        ref_last = statistics.median(s.reference_ms for s in side.samples[-2:])
+        # The machine's own drift over the run: median reference commit of the first and the
+        # last quarter of the samples (one sample alone swings several-fold on a shared machine).
+        quarter = max(2, len(side.samples) // 4)
+        ref_first = statistics.median(s.reference_ms for s in side.samples[:quarter])
+        ref_last = statistics.median(s.reference_ms for s in side.samples[-quarter:])
         growth = statistics.median(last) / max(statistics.median(first), 1e-9)
         print(
-            f"  reference commit to a new table, ms: first samples {ref_first:.1f}, last {ref_last:.1f} "
-            f"(the machine: x{ref_last / ref_first:.2f}); commit time end / start relative to it = "
-            f"{growth / (ref_last / ref_first):.2f}"
+            f"  reference commit to a new table, ms (median of {quarter} samples): first {ref_first:.1f}, "
+            f"last {ref_last:.1f} (the machine: x{ref_last / ref_first:.2f}); commit time end / start "
+            f"relative to it = {growth / (ref_last / ref_first):.2f}"
         )
     print(f"  storage / compacted at each sample (records so far x {per_record:.1f} B/record):")
     print(
