@@ -226,6 +226,17 @@ def test_any_of_several_patterns_grants(tmp_path: Path) -> None:
     assert not principal.may_write(TableName.parse("main.b.y"))
 
 
+def test_any_of_several_read_patterns_grants_reading(tmp_path: Path) -> None:
+    """Read grants (the dashboard's) are globs like write grants: any one of them grants,
+    matched against the lower-cased name; they grant no writing."""
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principals]]\nname = "p"\ntoken = "{TOKEN}"\nread = ["main.a.*", "main.b.x"]\n')
+    principal = Authenticator(str(path)).authenticate(f"Bearer {TOKEN}")
+    assert principal.may_read("main.a.y") and principal.may_read("Main.B.X")
+    assert not principal.may_read("main.b.y")
+    assert not principal.may_write(TableName.parse("main.a.y"))
+
+
 def test_the_token_file_is_re_read_only_by_reload_and_only_when_changed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -245,6 +256,30 @@ def test_the_token_file_is_re_read_only_by_reload_and_only_when_changed(
     assert authenticator.authenticate(f"Bearer {TOKEN}").name == "new"
     asyncio.run(authenticator.reload())
     assert caplog.text.count("Reloaded") == 1
+
+
+def test_the_callers_check_refuses_a_token_file_at_start_and_on_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``check`` (the gateway's grant check) runs on every load: a file it refuses stops
+    the start, and on reload keeps the principals loaded before."""
+
+    def no_principal_named_bad(principals: list[Principal]) -> None:
+        if any(p.name == "bad" for p in principals):
+            raise auth.TokenFileError("Principal 'bad' is refused by the check.")
+
+    path = tmp_path / "tokens.toml"
+    path.write_text(f'[[principals]]\nname = "bad"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+    with pytest.raises(auth.TokenFileError, match="refused by the check"):
+        Authenticator(str(path), check=no_principal_named_bad)
+    path.write_text(f'[[principals]]\nname = "good"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+    authenticator = Authenticator(str(path), check=no_principal_named_bad)
+    path.write_text(f'[[principals]]\nname = "bad"\ntoken = "{TOKEN}"\ntables = ["*"]\n')
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    asyncio.run(authenticator.reload())
+    assert authenticator.authenticate(f"Bearer {TOKEN}").name == "good"
+    assert "refused by the check" in caplog.text
 
 
 def test_without_a_token_file_everyone_is_anonymous_and_unlimited() -> None:

