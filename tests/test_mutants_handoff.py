@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from test_mutants_writer import appends, rows
 
@@ -58,6 +61,12 @@ async def wait_for(condition: object, what: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def connections_closed() -> None:
+    """Wait until every connection's tasks (relay, owner, sender) have ended: a stream left
+    open when asyncio.run closes the loop warns when it is collected, in a later test."""
+    await wait_for(lambda: len(asyncio.all_tasks()) == 1, "every connection's tasks to end")
 
 
 @contextlib.asynccontextmanager
@@ -136,7 +145,10 @@ def test_hand_offs_are_committed_by_the_tables_owner(tmp_path: Path) -> None:
                 await wait_for(lambda: len(table_writer(owner)._queue) == 2, "the second hand-off queued")
                 owners_id = table_writer(owner).app_id
                 third_worker = Handoff(directory, 2)
-                await third_worker.serve(sender.hand_in)  # no free slot: serves nothing
+                descriptors = len(os.listdir("/proc/self/fd"))
+                await third_worker.serve(sender.hand_in)  # no free slot: serves nothing, keeps nothing open
+                assert len(os.listdir("/proc/self/fd")) == descriptors
+                assert {(directory / f"slot-{n}.lock").stat().st_mode & 0o777 for n in (0, 1)} == {0o600}
                 assert sorted(p.name for p in directory.iterdir()) == [
                     "slot-0.lock",
                     "slot-0.sock",
@@ -145,11 +157,12 @@ def test_hand_offs_are_committed_by_the_tables_owner(tmp_path: Path) -> None:
                 ]
             # The owner closed: its queue committed, its answers read, its slot free.
             versions = [first, *await asyncio.wait_for(asyncio.gather(second.done, third.done), 30)]
+            await wait_for(lambda: not table_writer(sender)._handing_off, "the answered hand-offs forgotten")
             successor = Handoff(directory, 2)
             await successor.serve(sender.hand_in)  # over the socket its predecessor left
             successor.close()
         # Every connection closed at both ends: no task is left waiting on one.
-        await wait_for(lambda: len(asyncio.all_tasks()) == 1, "the connections' tasks to end")
+        await connections_closed()
         return versions, owners_id, table_writer(sender).app_id, third_worker.slot, successor.slot
 
     versions, owners_id, senders_id, third_slot, successor_slot = asyncio.run(scenario())
@@ -162,6 +175,34 @@ def test_hand_offs_are_committed_by_the_tables_owner(tmp_path: Path) -> None:
         (f"{owners_id}/2", {owners_id: 2, f"{senders_id}/handoff-1": 3}),
     ]
     assert (third_slot, successor_slot) == (None, 1)
+
+
+def test_closing_a_worker_waits_for_the_answers_to_its_hand_offs(tmp_path: Path) -> None:
+    """Graceful shutdown of a worker with rows at the owner, not yet committed: close()
+    returns only once the owner's commit has answered them."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    directory = tmp_path / "slots"
+    directory.mkdir()
+
+    async def scenario() -> int:
+        policy = CommitPolicy(max_delay=60)
+        async with worker(warehouse, directory, policy) as sender:
+            async with worker(warehouse, directory, policy) as owner:
+                await asyncio.wait_for((await sender.submit(NAME, "logs", rows("a"), 10)).done, 30)
+                waiting = await sender.submit(NAME, "logs", rows("b"), 10)
+                await wait_for(lambda: len(table_writer(owner)._queue) == 1, "the hand-off queued at the owner")
+                closing = asyncio.create_task(sender.close())
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                assert not closing.done(), "close() returned with a hand-off unanswered"
+            await asyncio.wait_for(closing, 30)  # the owner's close committed it
+            assert waiting.done.done()
+        await connections_closed()
+        return waiting.done.result()
+
+    assert asyncio.run(scenario()) == 2
+    assert stored(warehouse.location(NAME)) == ["a", "b"]
 
 
 def test_an_unreachable_owner_leaves_the_commit_to_the_sender(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -181,7 +222,8 @@ def test_an_unreachable_owner_leaves_the_commit_to_the_sender(tmp_path: Path, ca
                 queued = await sender.submit(NAME, "logs", rows("handed"), 10)
                 handed = await asyncio.wait_for(queued.done, 30)
                 owners_id = table_writer(owner).app_id
-            return [alone, handed], owners_id, table_writer(sender).app_id
+        await connections_closed()
+        return [alone, handed], owners_id, table_writer(sender).app_id
 
     versions, owners_id, senders_id = asyncio.run(scenario())
     location = warehouse.location(NAME)
@@ -213,11 +255,47 @@ def test_the_owners_error_is_the_senders_503(tmp_path: Path) -> None:
                 with pytest.raises(Unavailable) as error:
                     await asyncio.wait_for(queued.done, 30)
                 errors.append(str(error.value))
-            return errors
+        await connections_closed()
+        return errors
 
     errors = asyncio.run(scenario())
     assert len(errors) == 2
     assert all(f"Table {NAME} does not exist" in error for error in errors)
+    assert commits(warehouse.location(NAME)) == []
+
+
+def test_a_malformed_hand_off_is_answered_without_internals(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A hand-off the owner cannot take for an unexpected reason (here a header without
+    its size, sent by hand on the socket) is answered with a generic error in its turn;
+    the details stay in the owner's log."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    directory = tmp_path / "slots"
+    directory.mkdir()
+
+    def frame(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    async def scenario() -> dict[str, str]:
+        placeholder = Handoff(directory, 2)  # holds slot 0: the owner claims slot 1
+        placeholder.claim()
+        async with worker(warehouse, directory, CommitPolicy(max_delay=0.01)):
+            reader, writer = await asyncio.open_unix_connection(directory / "slot-1.sock")
+            sink = pa.BufferOutputStream()
+            batch = rows("x").finish()
+            with pa.ipc.new_stream(sink, batch.schema) as stream:
+                stream.write_batch(batch)
+            header = {"table": str(NAME), "signal": "logs", "app_id": "hand/handoff-1", "sequence": 1}
+            writer.write(frame(json.dumps(header).encode()) + frame(bytes(sink.getvalue())))
+            length = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 30))[0]
+            answer: dict[str, str] = json.loads(await reader.readexactly(length))
+            writer.close()
+        placeholder.close()
+        await connections_closed()
+        return answer
+
+    assert asyncio.run(scenario()) == {"error": "Could not commit the rows; retry later."}
+    assert "KeyError: 'size'" in caplog.text
     assert commits(warehouse.location(NAME)) == []
 
 
@@ -246,6 +324,7 @@ def test_a_lost_owner_connection_stores_the_rows_once(tmp_path: Path, lost: str)
                     versions.append(await asyncio.wait_for(queued.done, 30))
                 owners_id, senders_id = table_writer(owner).app_id, table_writer(sender).app_id
         placeholder.close()
+        await connections_closed()
         return versions, owners_id, senders_id
 
     versions, owners_id, senders_id = asyncio.run(scenario())

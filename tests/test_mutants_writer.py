@@ -436,3 +436,29 @@ def test_tables_are_opened_checked_and_auto_created_once(tmp_path: Path) -> None
     assert {column.compression for column in columns} == {"ZSTD"}
     assert not any("DICTIONARY" in encoding for column in columns for encoding in column.encodings)
     assert not any(column.is_stats_set for column in columns)
+
+
+def test_a_writer_backs_off_while_another_commits_between_its_commits(tmp_path: Path) -> None:
+    """Another writer's commits landing between two of this writer's make it gather
+    longer before its next commit (its delay grows past max_delay, see _adapt); when
+    its commits go through alone, the delay halves back."""
+
+    async def scenario() -> list[float]:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=0.01, max_backoff=1.0))
+        await writer.append(rows("first"), 10)
+        other = deltalake.DeltaTable(writer.location)
+        for seq in ("other-0", "other-1"):
+            deltalake.write_deltalake(other, pa.Table.from_batches([rows(seq).finish()]), mode="append")
+        delays = [writer.delay]
+        await writer.append(rows("after-others"), 10)
+        delays.append(writer.delay)
+        for seq in ("alone-0", "alone-1", "alone-2", "alone-3", "alone-4", "alone-5"):
+            await writer.append(rows(seq), 10)
+        delays.append(writer.delay)
+        await writer.close()
+        return delays
+
+    before, after_others, alone = asyncio.run(scenario())
+    assert before == 0.01
+    assert 0.015 <= after_others <= 0.025  # doubled, with jitter
+    assert alone == 0.01
