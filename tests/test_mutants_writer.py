@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otel_ingest.errors import Forbidden, TableNotFound
 from otel_ingest.flatten import flatten_logs
 from otel_ingest.flatten.common import BatchColumns, Columns
+from otel_ingest.monitoring import Monitoring
 from otel_ingest.tables import TableName, Warehouse
 from otel_ingest.writer import REOPEN_EVERY, CommitPolicy, TableWriter, Writer
 
@@ -403,6 +404,7 @@ def test_tables_are_opened_checked_and_auto_created_once(tmp_path: Path) -> None
     min/max statistics (WRITER_PROPERTIES, docs/operations.md)."""
     names = [TableName.parse(f"main.telemetry.auto{n}_otel_logs") for n in range(2)]
     warehouse = Warehouse(str(tmp_path / "warehouse"))
+    monitoring = Monitoring()  # the server's: what its tables commit is counted there
 
     async def scenario() -> None:
         strict = Writer(warehouse, auto_create=False, policy=CommitPolicy(max_delay=0.01))
@@ -413,7 +415,7 @@ def test_tables_are_opened_checked_and_auto_created_once(tmp_path: Path) -> None
             await strict.append(names[0], "logs", rows("refused"), 10, "alice")
         assert not warehouse.exists(names[0]) and strict._opening == {}
 
-        auto = Writer(warehouse, auto_create=True, policy=CommitPolicy(max_delay=0.01), auto_create_max_tables=1)
+        auto = Writer(warehouse, True, CommitPolicy(max_delay=0.01), monitoring=monitoring, auto_create_max_tables=1)
         await auto.check(names[0], "logs")  # the body is not read yet: no table for nobody
         assert not warehouse.exists(names[0])
         await auto.append(names[0], "logs", rows(), 0, "alice")  # a valid, empty export
@@ -429,6 +431,7 @@ def test_tables_are_opened_checked_and_auto_created_once(tmp_path: Path) -> None
 
     asyncio.run(scenario())
     assert stored(warehouse.location(names[1])) == ["bob-0", "bob-1", "bob-2", "strict"]
+    assert monitoring.registry.get_sample_value("otel_ingest_rows_written_total", {"table": str(names[1])}) == 3
     assert pl.read_delta(warehouse.location(names[0])).height == 0
     data = next(Path(warehouse.location(names[1])).glob("*.parquet"))
     metadata = pq.ParquetFile(data).metadata
