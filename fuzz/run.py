@@ -16,7 +16,7 @@ message table of the installed protos, from every JSON capture, every capture re
 JSON and the fixed cases of tests/test_jsonpb.py, with a dictionary of the OTLP keys. Fuzzing
 longer: pass a persistent ``--corpus`` folder (one sub-folder per signal) and ``--seconds 3600``
 (or more, with ``--jobs`` on more cores); the corpus grows with every run.
-tests/test_decoder_fuzz.py runs it for 30 s in CI.
+tests/test_decoder_fuzz.py runs it for 120 s in CI (.ci/run, after the suite).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Memory safety of the native decoder: fuzz/run.py (libFuzzer + AddressSanitizer +
 UndefinedBehaviorSanitizer) for a bounded time, from the captures and the fixed malformed
-cases, with zero findings. ``FUZZ_SECONDS`` sets the time (30 by default: the suite must stay under 15 minutes); docs/decoder.md
-says how to fuzz longer."""
+cases, with zero findings. ``FUZZ_SECONDS`` sets the time (30 by default). Marked ``fuzz``: the
+suite deselects it (it must stay under 15 minutes), and .ci/run runs it on its own after the suite
+for 120 s (``pytest -m fuzz``); docs/decoder.md says how to fuzz longer."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ fuzz_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz_run)
 
 
+@pytest.mark.fuzz
 def test_the_native_decoder_survives_fuzzing(tmp_path: Path) -> None:
     if fuzz_run.find_clang() is None:
         if os.environ.get("CI"):
