@@ -115,6 +115,13 @@ def mismatches(calls: pl.DataFrame) -> pl.DataFrame:
 def select_activity(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
     """Tool decisions, tool calls and API errors from metrics count only for a (table set,
     agent, day) without logs; where logs exist, the events are the source."""
+    counted = without_logged_metrics(activity, calls)
+    return counted if counted is activity else counted.sort("time")
+
+
+def without_logged_metrics(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
+    """``activity`` less its metrics-derived event kinds on (table set, agent, day)s that have
+    logs; unsorted, so that rollup rows (which have no time) take the same rule."""
     fallback = (pl.col("source") == "metrics") & pl.col("kind").is_in(derive.EVENT_KINDS)
     from_metrics = activity.filter(fallback)
     if not from_metrics.height:
@@ -127,7 +134,7 @@ def select_activity(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame
         ]
     ).unique()
     kept = from_metrics.join(logged, on=keys, how="anti", nulls_equal=True)
-    return pl.concat([activity.filter(~fallback), kept]).sort("time")
+    return pl.concat([activity.filter(~fallback), kept])
 
 
 def load(store: UsageStore, filters: Filters) -> Usage:

@@ -36,19 +36,7 @@ def _counted_calls(rows: pl.DataFrame) -> pl.DataFrame:
 
 def _counted_activity(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
     """``query.select_activity`` on rollup rows."""
-    fallback = (pl.col("source") == "metrics") & pl.col("kind").is_in(derive.EVENT_KINDS)
-    from_metrics = activity.filter(fallback)
-    if not from_metrics.height:
-        return activity
-    keys = ["table_set", "agent", "day"]
-    logged = pl.concat(
-        [
-            calls.filter(pl.col("source") == "logs").select(keys),
-            activity.filter(pl.col("source") == "logs").select(keys),
-        ]
-    ).unique()
-    kept = from_metrics.join(logged, on=keys, how="anti", nulls_equal=True)
-    return pl.concat([activity.filter(~fallback), kept])
+    return query.without_logged_metrics(activity, calls)
 
 
 def _days(first: str, last: str) -> list[str]:
