@@ -131,9 +131,18 @@ def _reply_text(document: Any) -> str:
 
 
 async def _hang() -> None:
-    """Never answer: wait on an event nobody sets, until the gateway gives up and the
-    connection's task is cancelled (an upstream that hangs, not one that is merely slow)."""
+    """Never send: wait on an event nobody sets, until the task is cancelled (inside a
+    StreamingResponse, Starlette cancels it when the client hangs up)."""
     await asyncio.Event().wait()
+
+
+async def _hang_until_disconnect(request: Request) -> None:
+    """Never answer, until the client (the gateway, timing out) hangs up: an upstream that
+    hangs, not one that is merely slow. Waiting on an event alone would outlive the
+    connection, and uvicorn's shutdown waits for every handler: the test's teardown then
+    sat out Process.stop's 30 s before killing the fake."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _emit(events: list[bytes], behaviour: str) -> AsyncIterator[bytes]:
@@ -528,7 +537,8 @@ async def handle(request: Request) -> Response:
     if behaviour == "fail500":
         return _error(provider, 500, "The fake provider failed.")
     if behaviour == "hang":
-        await _hang()
+        await _hang_until_disconnect(request)
+        return Response(status_code=499)
     if path == "/v1/messages/count_tokens":
         return JSONResponse({"input_tokens": 42})
     if path == "/v1/messages":
