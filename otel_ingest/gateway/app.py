@@ -3,7 +3,7 @@
 A call flows one way: resolve the path (routes) → authenticate with the shared token
 file (auth) → read the body within the size limit → pick the endpoint serving the
 requested model → check the principal's grant (grants) → admit it under the limits
-(limits) → forward it upstream with httpx, streaming the response back unchanged while a
+(limits) → forward it upstream (upstream), streaming the response back unchanged while a
 ``Tap`` reads the usage (usage) → settle the limits with the real usage and cost
 (pricing) → queue the usage and inference rows (tables). Every refusal before the
 upstream call is a ``GatewayError``, rendered here in the route's provider dialect.
@@ -26,15 +26,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import anyio
-import httpx
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otel_ingest.app import Listeners, LoopbackHostOnly
 from otel_ingest.auth import Authenticator, Principal
@@ -61,7 +59,7 @@ from otel_ingest.gateway.models import listing
 from otel_ingest.gateway.pricing import cost, warm_up_prices
 from otel_ingest.gateway.routes import Target, choose_endpoint, dialect_of, resolve
 from otel_ingest.gateway.tables import INFERENCE_SCHEMA, USAGE_SCHEMA, TableLog
-from otel_ingest.gateway.upstream import Upstream
+from otel_ingest.gateway.upstream import TIMEOUTS, Upstream, UpstreamError, UpstreamResponse
 from otel_ingest.gateway.usage import Tap, Usage, tap_for
 from otel_ingest.monitoring import Monitoring, access_log
 from otel_ingest.tables import Warehouse
@@ -80,7 +78,9 @@ _HOP_BY_HOP = {
     "upgrade",
     "host",
     "content-length",
+    "expect",  # the body goes up in one write: no 100-continue round trip with the provider
 }
+_HOP_BY_HOP_BYTES = {name.encode() for name in _HOP_BY_HOP}
 _CLIENT_CREDENTIALS = {"authorization", "x-api-key", "x-goog-api-key", "cookie"}
 _ENCODINGS_TAPPED = {"gzip", "deflate", "identity"}
 
@@ -138,6 +138,7 @@ class Call:
     usage: Usage | None = None
     body: bytes = b""
     subjects: list[Subject] = field(default_factory=list)
+    responded: bool = False  # the response head went out
 
 
 def _agent(user_agent: str, originator: str | None) -> str:
@@ -249,10 +250,14 @@ class Gateway:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def handle(self, request: Request) -> Response:
-        call = Call(request_id=str(uuid.uuid4()), target=None, path=request.url.path)
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One call, as a plain ASGI app: no middleware stack or response task group on
+        the path every call takes (their CPU per call was a measurable part of the
+        gateway's; bench/gateway.py)."""
+        request = Request(scope, receive)
+        call = Call(request_id=str(uuid.uuid4()), target=None, path=scope["path"])
         try:
-            target = call.target = resolve(request.method, request.url.path)
+            target = call.target = resolve(scope["method"], call.path)
             principal = self._authenticate(request)
             call.principal = principal.name
             grant = self.grants.of(principal)
@@ -262,14 +267,14 @@ class Gateway:
                 call.status = 200
                 body = listing(target, self.config.endpoints, grant)
                 self._log_access(request, call)
-                return Response(json.dumps(body), media_type="application/json")
+                await _respond(send, 200, json.dumps(body).encode(), [(b"content-type", b"application/json")])
+                return
             raw = await self._read_body(request)
             call.body = raw
-            return await self._forward(request, call, target, grant, raw)
+            await self._forward(request, send, call, target, grant, raw)
         except ClientDisconnect:
             call.status, call.error = 499, "client closed the connection while sending the request"
             self._finish(request, call, None)
-            return Response(b"", status_code=499)
         except Exception as unexpected:  # a gateway bug: still a provider-shaped 500, and logged
             if isinstance(unexpected, GatewayError):
                 error = unexpected
@@ -278,9 +283,12 @@ class Gateway:
                 error = GatewayError(f"Internal gateway error (request {call.request_id}); see the gateway log.")
             call.status, call.error = error.status, str(error)
             self._finish(request, call, None)
-            dialect = call.target.dialect if call.target else dialect_of(request.url.path)
-            headers = {**error_headers(error), "x-gateway-request-id": call.request_id}
-            return Response(error_body(error, dialect), status_code=error.status, headers=headers)
+            if call.responded:  # a gateway bug after the head went out: the connection is closed
+                raise
+            dialect = call.target.dialect if call.target else dialect_of(call.path)
+            headers = [(n.encode(), v.encode()) for n, v in error_headers(error).items()]
+            headers.append((b"x-gateway-request-id", call.request_id.encode()))
+            await _respond(send, error.status, error_body(error, dialect), headers)
 
     def _model(self, target: Target, document: Any) -> str:
         if target.path_model is not None:
@@ -290,7 +298,9 @@ class Gateway:
             raise BadRequest("The request body has no model; name one of the models listed at /models.")
         return model
 
-    async def _forward(self, request: Request, call: Call, target: Target, grant: Grant, raw: bytes) -> Response:
+    async def _forward(
+        self, request: Request, send: Send, call: Call, target: Target, grant: Grant, raw: bytes
+    ) -> None:
         try:
             document = json.loads(raw) if raw else {}
         except ValueError as exc:
@@ -329,11 +339,12 @@ class Gateway:
         strip_usage = False
         if target.api_type == "chat_completions" and call.streaming:
             raw, strip_usage = _ask_for_usage(raw, document)
-        return await self._send(request, call, target, endpoint, key, raw, strip_usage)
+        await self._send(request, send, call, target, endpoint, key, raw, strip_usage)
 
     def _upstream_request(
-        self, request: Request, target: Target, endpoint: Endpoint, key: str | None, body: bytes
-    ) -> httpx.Request:
+        self, request: Request, target: Target, endpoint: Endpoint, key: str | None
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The upstream URL and headers: the client's, less hop-by-hop and credentials."""
         headers = [
             (name, value)
             for name, value in request.headers.items()
@@ -352,141 +363,162 @@ class Gateway:
             else:
                 headers.append(("authorization", f"Bearer {key}"))
         # The query string goes on as sent, less a Gemini-style ?key= (the gateway token).
-        query = request.url.query
+        query = request.scope["query_string"].decode("latin-1")
         if "key=" in query:
             query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "key"])
-        timeout = httpx.Timeout(endpoint.timeout_seconds, connect=endpoint.connect_timeout_seconds)
-        return Upstream.request(
-            request.method,
-            endpoint.base_url + target.upstream_path + ("?" + query if query else ""),
-            headers,
-            body,
-            timeout,
-        )
+        return endpoint.base_url + target.upstream_path + ("?" + query if query else ""), headers
 
     async def _send(
         self,
         request: Request,
+        send: Send,
         call: Call,
         target: Target,
         endpoint: Endpoint,
         key: str | None,
         body: bytes,
         strip_usage: bool,
-    ) -> Response:
+    ) -> None:
         assert self.upstream is not None
-        upstream_request = self._upstream_request(request, target, endpoint, key, body)
+        url, headers = self._upstream_request(request, target, endpoint, key)
+        hangup = Hangup(request.receive)
         try:
-            upstream = await self.upstream.send(upstream_request)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(
-                f"Endpoint {endpoint.name!r} did not answer in time ({type(exc).__name__}); retry later."
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(
-                f"Endpoint {endpoint.name!r} could not be reached ({type(exc).__name__}); retry later."
-            ) from exc
-        call.status = upstream.status_code
-        if upstream.status_code in (401, 403) and endpoint.api_key_env:
-            # The provider refused the gateway's key, not the client's token: say so, and
-            # never pass on a body that may quote the key.
-            await upstream.aclose()
-            raise UpstreamFailed(
-                f"The provider refused the gateway's key for endpoint {endpoint.name!r} "
-                f"(HTTP {upstream.status_code}); tell the operator to check {endpoint.api_key_env}."
-            )
+            try:
+                upstream = await self.upstream.send(
+                    request.method, url, headers, body, endpoint.timeout_seconds, endpoint.connect_timeout_seconds
+                )
+            except TIMEOUTS as exc:
+                raise UpstreamTimeout(
+                    f"Endpoint {endpoint.name!r} did not answer in time ({type(exc).__name__}); retry later."
+                ) from exc
+            except UpstreamError as exc:
+                raise UpstreamFailed(
+                    f"Endpoint {endpoint.name!r} could not be reached ({type(exc).__name__}); retry later."
+                ) from exc
+            call.status = upstream.status_code
+            if upstream.status_code in (401, 403) and endpoint.api_key_env:
+                # The provider refused the gateway's key, not the client's token: say so, and
+                # never pass on a body that may quote the key.
+                await upstream.aclose()
+                raise UpstreamFailed(
+                    f"The provider refused the gateway's key for endpoint {endpoint.name!r} "
+                    f"(HTTP {upstream.status_code}); tell the operator to check {endpoint.api_key_env}."
+                )
+            await self._relay(request, send, call, target, endpoint, upstream, key, strip_usage, hangup)
+        except asyncio.CancelledError:
+            if not hangup.happened:
+                raise  # the server is stopping
+            # The client hung up: its call ends here (the upstream connection is closed).
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            call.status, call.error = 499, "client disconnected; the upstream call was cancelled"
+            if call.finished is None:  # before the relay began: record it here
+                self._finish(request, call, None)
+        finally:
+            hangup.disarm()
+
+    async def _relay(
+        self,
+        request: Request,
+        send: Send,
+        call: Call,
+        target: Target,
+        endpoint: Endpoint,
+        upstream: UpstreamResponse,
+        key: str | None,
+        strip_usage: bool,
+        hangup: Hangup,
+    ) -> None:
+        """Forward the upstream bytes as they arrive; the tap reads them on the way. Each
+        read hands over everything that arrived, and the last one goes out together with
+        the end of the response (one write to the client, not two)."""
         inference = endpoint.inference
         sampled = (
             inference.enabled
             and self.inference_log is not None
             and (inference.sample_rate >= 1 or random.random() < inference.sample_rate)
         )
-        content_type = upstream.headers.get("content-type", "")
-        is_sse = content_type.startswith("text/event-stream")
-        tap = tap_for(
-            endpoint.provider, target.api_type, is_sse, strip_usage and is_sse, inference.max_bytes if sampled else 0
-        )
-        headers = [
-            (name, value)
-            for name, value in upstream.headers.multi_items()
-            if name.lower() not in _HOP_BY_HOP or (name.lower() == "content-length" and not tap_changes(tap))
-        ]
-        headers.append(("x-gateway-request-id", call.request_id))
-        relay = self._relay(request, call, target, endpoint, upstream, tap, key, sampled)
-
-        async def abandoned() -> None:
-            # The client left before the first byte was relayed: the generator never ran.
-            call.status, call.error = 499, "client disconnected; the upstream call was cancelled"
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
-            self._finish(request, call, None)
-
-        response = RelayResponse(relay, abandoned, status_code=upstream.status_code)
-        response.raw_headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-        return response
-
-    async def _relay(
-        self,
-        request: Request,
-        call: Call,
-        target: Target,
-        endpoint: Endpoint,
-        upstream: httpx.Response,
-        tap: Tap,
-        key: str | None,
-        sampled: bool,
-    ) -> AsyncIterator[bytes]:
-        """Forward the upstream bytes as they arrive; the tap reads them on the way."""
-        decoder = _decoder(upstream.headers.get("content-encoding"))
-        error_text: list[bytes] = []
+        status = upstream.status_code
+        tap: Tap | None = None
         try:
-            async for chunk in upstream.aiter_raw():
-                if call.ttfb is None:
-                    call.ttfb = time.perf_counter() - call.started
-                plain = decoder.decompress(chunk) if decoder is not None else chunk
-                if upstream.status_code >= 400:
-                    if sum(map(len, error_text)) < ERROR_TEXT_CHARS:
-                        error_text.append(plain)
-                    tap.total_bytes += len(chunk)
-                    yield chunk
-                    continue
-                out = tap.feed(plain)
-                if decoder is not None:
-                    yield chunk  # compressed bodies are never changed (only SSE chat streams are)
-                elif out:
-                    yield out
-            rest = tap.finish()
-            if rest:
-                yield rest
-            if upstream.status_code >= 400:
+            content_type = upstream.header(b"content-type") or ""
+            is_sse = content_type.startswith("text/event-stream")
+            tap = tap_for(
+                endpoint.provider,
+                target.api_type,
+                is_sse,
+                strip_usage and is_sse,
+                inference.max_bytes if sampled else 0,
+            )
+            keep_length = not tap_changes(tap)
+            headers = [
+                (name, value)
+                for name, value in upstream.headers
+                if (lowered := name.lower()) not in _HOP_BY_HOP_BYTES or (lowered == b"content-length" and keep_length)
+            ]
+            headers.append((b"x-gateway-request-id", call.request_id.encode()))
+            decoder = _decoder(upstream.header(b"content-encoding"))
+            error_text: list[bytes] = []
+            call.responded = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            while True:
+                chunk, done = await upstream.read()
+                out = b""
+                if chunk:
+                    if call.ttfb is None:
+                        call.ttfb = time.perf_counter() - call.started
+                    plain = decoder.decompress(chunk) if decoder is not None else chunk
+                    if status >= 400:
+                        if sum(map(len, error_text)) < ERROR_TEXT_CHARS:
+                            error_text.append(plain)
+                        tap.total_bytes += len(chunk)
+                        out = chunk
+                    else:
+                        fed = tap.feed(plain)
+                        # compressed bodies are never changed (only SSE chat streams are)
+                        out = chunk if decoder is not None else fed
+                if done:
+                    break
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            out += tap.finish()
+            if status >= 400:
                 text = b"".join(error_text)[:ERROR_TEXT_CHARS].decode("utf-8", "replace")
-                call.error = f"upstream HTTP {upstream.status_code}: {_redact(text, key)}"
+                call.error = f"upstream HTTP {status}: {_redact(text, key)}"
             elif tap.error:
                 call.error = f"provider error in stream: {_redact(tap.error, key)}"
-        except httpx.HTTPError as exc:
+            hangup.disarm()
+            await send({"type": "http.response.body", "body": out, "more_body": False})
+        except UpstreamError as exc:
             error: GatewayError = (
                 UpstreamTimeout(f"Endpoint {endpoint.name!r} stopped sending mid-response ({type(exc).__name__}).")
-                if isinstance(exc, httpx.TimeoutException)
+                if isinstance(exc, TIMEOUTS)
                 else UpstreamFailed(
                     f"Endpoint {endpoint.name!r} broke the connection mid-response ({type(exc).__name__})."
                 )
             )
             call.error = str(error)
-            if tap.streaming:
-                yield stream_error_event(error, target.dialect, target.api_type)
-            else:
-                raise  # the body cannot be completed: the connection is closed, the client sees it
-        except (asyncio.CancelledError, anyio.get_cancelled_exc_class()):
+            if tap is not None and tap.streaming:
+                hangup.disarm()
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": stream_error_event(error, target.dialect, target.api_type),
+                        "more_body": False,
+                    }
+                )
+            # else the body cannot be completed: returning without its end closes the
+            # connection (uvicorn), and the client sees a truncated response.
+        except asyncio.CancelledError:
             call.error = "client disconnected; the upstream call was cancelled"
             call.status = 499
             raise
         finally:
             call.finished = time.perf_counter()
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
-            call.usage = tap.usage
-            # Rows, limits, metrics and the access log wait until the stream's last bytes
-            # are written: a callback runs after this step of the loop, which sends them.
+            await upstream.aclose()
+            call.usage = tap.usage if tap is not None else None
+            # Rows, limits, metrics and the access log are built after the last bytes went out.
             asyncio.get_running_loop().call_soon(self._finish, request, call, tap if sampled else None)
 
     # ---- after the call -------------------------------------------------------------------
@@ -627,28 +659,44 @@ class Gateway:
         )
 
 
-class RelayResponse(StreamingResponse):
-    """A streamed relay that still closes the upstream response and records the call when
-    the client hangs up before the first chunk (then the body generator never starts)."""
+class Hangup:
+    """Cancels the call's task when the client hangs up, so that the upstream call is
+    cancelled too (its connection closed) even while no byte is being relayed.
 
-    def __init__(self, content: AsyncIterator[bytes], abandoned: Any, status_code: int) -> None:
-        super().__init__(content, status_code=status_code)
-        self.abandoned = abandoned
-        self.started = False
+    Once the request body is read, the client's next ASGI message is ``http.disconnect``,
+    and it comes only when the client goes (or the response is complete: ``disarm()``
+    first). One waiting task per call, where Starlette's StreamingResponse ran a task
+    group with a listener per response."""
 
-        async def watched() -> AsyncIterator[bytes]:
-            self.started = True
-            async for chunk in content:
-                yield chunk
+    def __init__(self, receive: Receive) -> None:
+        self.task = asyncio.current_task()
+        self.happened = False
+        self.armed = True
+        self.waiting: asyncio.Future[Message] = asyncio.ensure_future(receive())
+        self.waiting.add_done_callback(self._received)
 
-        self.body_iterator = watched()
+    def _received(self, waiting: asyncio.Future[Message]) -> None:
+        if not self.armed or waiting.cancelled() or waiting.exception() is not None:
+            return
+        if waiting.result()["type"] == "http.disconnect" and self.task is not None:
+            self.happened = True
+            self.task.cancel()
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if not self.started:
-                await self.abandoned()
+    def disarm(self) -> None:
+        if self.armed:
+            self.armed = False
+            self.waiting.cancel()
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def tap_changes(tap: Tap) -> bool:
@@ -687,6 +735,23 @@ def _ask_for_usage(raw: bytes, document: Any) -> tuple[bytes, bool]:
     return json.dumps(patched).encode(), True
 
 
+class GatewayApp:
+    """Model calls go straight to ``Gateway.serve``; the lifespan and the few ops paths
+    (``/healthz``, ``/metrics`` when shared) to a Starlette app."""
+
+    def __init__(self, gateway: Gateway, starlette: Starlette, starlette_paths: set[str]) -> None:
+        self.gateway = gateway
+        self.starlette = starlette
+        self.starlette_paths = starlette_paths
+        self.state = starlette.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.starlette_paths:
+            await self.gateway.serve(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
 def create_gateway_app(config: GatewayConfig) -> ASGIApp:
     """The gateway on its port; ``/metrics`` on the ops listener (``config.ops_port``, bound
     by the caller), as the ingestion server does: it names every principal and endpoint."""
@@ -717,15 +782,10 @@ def create_gateway_app(config: GatewayConfig) -> ASGIApp:
         return Response(gateway.monitoring.exposition(), media_type="text/plain; version=0.0.4")
 
     ops_routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
-    app = Starlette(
-        routes=[
-            *(ops_routes if config.ops_listener == "shared" else [Route("/healthz", healthz)]),
-            Route("/{path:path}", gateway.handle, methods=methods),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.gateway = gateway
+    served = ops_routes if config.ops_listener == "shared" else [Route("/healthz", healthz)]
+    starlette = Starlette(routes=served, lifespan=lifespan)
+    starlette.state.gateway = gateway
+    app = GatewayApp(gateway, starlette, {route.path for route in served})
     if config.ops_listener != "separate":
         return app
     ops: ASGIApp = Starlette(routes=ops_routes)
