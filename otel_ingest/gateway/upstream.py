@@ -118,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
+        self.keep_alive = False
         self.complete = False
         self.error: UpstreamError | None = None
         self.chunks: list[bytes] = []
@@ -169,6 +170,8 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.head_done = True
+        # Asked now: once the message is complete the parser has moved on to the next one.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -226,9 +229,7 @@ class _Connection(asyncio.Protocol):
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def reusable(self) -> bool:
-        return (
-            self.complete and not self.closed and self.idle_since >= 0 and self.error is None
-        ) and self.parser.should_keep_alive()
+        return self.complete and self.keep_alive and not self.closed and self.idle_since >= 0 and self.error is None
 
     def close(self) -> None:
         self.closed = True
