@@ -888,114 +888,6 @@ static int put_text(Buf *b, const uint8_t *p, size_t n, int *is_null) {
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Arrow column builders.                                                                */
-
-typedef struct {
-    Buf validity, offsets, data;
-    int64_t n, nulls;
-} StrCol; /* Arrow utf8: validity bitmap, int32 offsets, bytes */
-
-typedef struct {
-    Buf data;
-    int64_t n;
-} FixedCol; /* int64 or int32 values, never NULL here */
-
-typedef struct {
-    Buf offsets;
-    StrCol keys, values;
-    int64_t n;
-} MapCol; /* map<string, string> */
-
-static int set_valid(StrCol *c, int valid) {
-    size_t need = (size_t)(c->n / 8 + 1);
-    if (c->validity.len < need) {
-        size_t old = c->validity.len;
-        if (buf_reserve(&c->validity, need - old)) return NOMEM;
-        memset(c->validity.p + old, 0, need - old);
-        c->validity.len = need;
-    }
-    uint8_t bit = (uint8_t)(1u << (c->n % 8));
-    if (valid)
-        c->validity.p[c->n / 8] |= bit;
-    else
-        c->validity.p[c->n / 8] &= (uint8_t)~bit;
-    return OK;
-}
-
-static int str_end(StrCol *c, int valid) {
-    /* Ends a value whose bytes are already in c->data. */
-    if (c->data.len > (size_t)INT32_LIMIT) return UNDECIDED; /* past Arrow's utf8 offsets */
-    if (c->offsets.len == 0) {
-        int32_t zero = 0;
-        if (buf_put(&c->offsets, &zero, 4)) return NOMEM;
-    }
-    int32_t end = (int32_t)c->data.len;
-    if (set_valid(c, valid) || buf_put(&c->offsets, &end, 4)) return NOMEM;
-    if (!valid) c->nulls++;
-    c->n++;
-    return OK;
-}
-
-static int str_append(StrCol *c, const uint8_t *p, size_t n) {
-    if (buf_put(&c->data, p, n)) return NOMEM;
-    return str_end(c, 1);
-}
-
-static int str_null(StrCol *c) { return str_end(c, 0); }
-
-/* A proto3 string column: empty means NULL. */
-static int str_text(StrCol *c, const uint8_t *p, size_t n) { return n ? str_append(c, p, n) : str_null(c); }
-
-static int fixed_append(FixedCol *c, const void *v, size_t size) {
-    if (buf_put(&c->data, v, size)) return NOMEM;
-    c->n++;
-    return OK;
-}
-
-static int i32_append(FixedCol *c, uint32_t bits) {
-    int32_t v = (int32_t)bits; /* int32_bits: the uint32's bit pattern */
-    return fixed_append(c, &v, 4);
-}
-
-static int map_end_row(MapCol *m) {
-    if (m->offsets.len == 0) {
-        int32_t zero = 0;
-        if (buf_put(&m->offsets, &zero, 4)) return NOMEM;
-    }
-    if (m->keys.n > INT32_LIMIT) return UNDECIDED;
-    int32_t end = (int32_t)m->keys.n;
-    if (buf_put(&m->offsets, &end, 4)) return NOMEM;
-    m->n++;
-    return OK;
-}
-
-static void str_free(StrCol *c) {
-    buf_free(&c->validity);
-    buf_free(&c->offsets);
-    buf_free(&c->data);
-}
-
-static void map_free(MapCol *m) {
-    buf_free(&m->offsets);
-    str_free(&m->keys);
-    str_free(&m->values);
-}
-
-/* Attributes as a map row: every pair's text, then one row of the map column. */
-static int map_append_pairs(MapCol *m, const Entries *pairs) {
-    for (size_t i = 0; i < pairs->n; i++) {
-        const Entry *e = &pairs->items[i];
-        int status = str_append(&m->keys, e->key, e->klen);
-        if (status) return status;
-        int is_null;
-        if (put_text(&m->values.data, e->value, e->vlen, &is_null)) return NOMEM;
-        status = str_end(&m->values, !is_null);
-        if (status) return status;
-    }
-    return map_end_row(m);
-}
-
-/* ------------------------------------------------------------------------------------ */
 /* Resource and scope: read once, copied into every row under them.                      */
 
 typedef struct {
@@ -1060,220 +952,6 @@ static int scope_read(ScopeValue *sv, const uint8_t *p, size_t n) {
     int status = read_pairs(p, n, 3, &sv->attributes);
     sv->dropped = (uint32_t)last_varint(p, n, 4);
     sv->too_deep = pairs_too_deep(&sv->attributes, p, n, 3);
-    return status;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* The logs table.                                                                       */
-
-typedef struct {
-    StrCol event_name, trace_id, span_id;
-    FixedCol time_unix_nano, observed_time_unix_nano;
-    StrCol severity_number, severity_text, body;
-    MapCol attributes;
-    FixedCol dropped_attributes_count, flags;
-    MapCol resource_attributes;
-    FixedCol resource_dropped;
-    StrCol resource_schema_url;
-    StrCol scope_name, scope_version;
-    MapCol scope_attributes;
-    FixedCol scope_dropped;
-    StrCol log_schema_url;
-    int64_t rows;
-    int64_t rejected;
-    char first_error[200];
-    int64_t max_output;
-} Logs;
-
-static char SEVERITY_NAMES[32][40]; /* set by configure(); "" where the enum has no name */
-
-static void logs_free(Logs *t) {
-    StrCol *strs[] = {&t->event_name,  &t->trace_id,           &t->span_id,    &t->severity_number,
-                      &t->severity_text, &t->body,              &t->resource_schema_url, &t->scope_name,
-                      &t->scope_version, &t->log_schema_url};
-    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) str_free(strs[i]);
-    FixedCol *fixed[] = {&t->time_unix_nano, &t->observed_time_unix_nano, &t->dropped_attributes_count,
-                         &t->flags, &t->resource_dropped, &t->scope_dropped};
-    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) buf_free(&fixed[i]->data);
-    map_free(&t->attributes);
-    map_free(&t->resource_attributes);
-    map_free(&t->scope_attributes);
-}
-
-static size_t strcol_bytes(const StrCol *c) { return c->data.len + c->offsets.len + c->validity.len; }
-static size_t map_bytes(const MapCol *m) { return m->offsets.len + strcol_bytes(&m->keys) + strcol_bytes(&m->values); }
-
-static size_t logs_bytes(const Logs *t) {
-    return strcol_bytes(&t->event_name) + strcol_bytes(&t->trace_id) + strcol_bytes(&t->span_id) +
-           strcol_bytes(&t->severity_number) + strcol_bytes(&t->severity_text) + strcol_bytes(&t->body) +
-           strcol_bytes(&t->resource_schema_url) + strcol_bytes(&t->scope_name) + strcol_bytes(&t->scope_version) +
-           strcol_bytes(&t->log_schema_url) + map_bytes(&t->attributes) + map_bytes(&t->resource_attributes) +
-           map_bytes(&t->scope_attributes) + (size_t)t->rows * 32;
-}
-
-static void reject(Logs *t, int64_t index, const char *reason) {
-    if (!t->rejected) snprintf(t->first_error, sizeof t->first_error, "log record %lld: %s", (long long)index, reason);
-    t->rejected++;
-}
-
-static int put_hex(StrCol *c, const uint8_t *p, size_t n) {
-    static const char digits[] = "0123456789abcdef";
-    if (buf_reserve(&c->data, 2 * n)) return NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        c->data.p[c->data.len++] = (uint8_t)digits[p[i] >> 4];
-        c->data.p[c->data.len++] = (uint8_t)digits[p[i] & 15];
-    }
-    return str_end(c, 1);
-}
-
-static int put_enum(StrCol *c, char names[][40], int count, int32_t number) {
-    if (number >= 0 && number < count && names[number][0])
-        return str_append(c, (const uint8_t *)names[number], strlen(names[number]));
-    char s[16];
-    int k = snprintf(s, sizeof s, "%d", number);
-    return str_append(c, (const uint8_t *)s, (size_t)k);
-}
-
-typedef struct {
-    uint64_t time, observed;
-    int32_t severity;
-    uint32_t dropped, flags;
-    const uint8_t *severity_text, *body, *trace_id, *span_id, *event_name;
-    size_t severity_text_len, body_len, trace_id_len, span_id_len, event_name_len;
-} LogFields;
-
-static LogFields log_fields(const uint8_t *p, size_t n) {
-    LogFields f;
-    memset(&f, 0, sizeof f);
-    if (!p) p = NOTHING, n = 0;
-    Rd r = {p, p + n};
-    while (r.p < r.end) {
-        uint32_t field;
-        int wt;
-        uint64_t v = 0;
-        uint32_t v32 = 0;
-        rd_tag(&r, &field, &wt);
-        switch (field) {
-            case 1: rd_fixed64(&r, &f.time); break;
-            case 2: rd_varint(&r, &v); f.severity = (int32_t)v; break;
-            case 3: rd_bytes(&r, &f.severity_text, &f.severity_text_len); break;
-            case 5: rd_bytes(&r, &f.body, &f.body_len); break;
-            case 7: rd_varint(&r, &v); f.dropped = (uint32_t)v; break;
-            case 8: rd_fixed32(&r, &v32); f.flags = v32; break;
-            case 9: rd_bytes(&r, &f.trace_id, &f.trace_id_len); break;
-            case 10: rd_bytes(&r, &f.span_id, &f.span_id_len); break;
-            case 11: rd_fixed64(&r, &f.observed); break;
-            case 12: rd_bytes(&r, &f.event_name, &f.event_name_len); break;
-            default: rd_skip(&r, wt);
-        }
-    }
-    return f;
-}
-
-/* Checks in the order flatten.logs._log_row computes the values: the first failure is the reason. */
-static const char *log_rejection(const LogFields *f, const uint8_t *p, size_t n, char *reason, size_t size) {
-    if (f->trace_id_len && f->trace_id_len != 16) {
-        snprintf(reason, size, "trace_id must be 16 bytes, got %zu", f->trace_id_len);
-        return reason;
-    }
-    if (f->span_id_len && f->span_id_len != 8) {
-        snprintf(reason, size, "span_id must be 8 bytes, got %zu", f->span_id_len);
-        return reason;
-    }
-    if (f->time > (uint64_t)INT64_MAX) {
-        snprintf(reason, size, "time_unix_nano %llu is above 2^63-1", (unsigned long long)f->time);
-        return reason;
-    }
-    if (f->observed > (uint64_t)INT64_MAX) {
-        snprintf(reason, size, "observed_time_unix_nano %llu is above 2^63-1", (unsigned long long)f->observed);
-        return reason;
-    }
-    if (value_too_deep(f->body, f->body_len) || pairs_too_deep(NULL, p, n, 6)) {
-        snprintf(reason, size, "an attribute or body nests deeper than %d levels", MAX_ANY_VALUE_DEPTH);
-        return reason;
-    }
-    return NULL;
-}
-
-static int log_row(Logs *t, const LogFields *f, Entries *pairs, const uint8_t *p, size_t n, const ResourceValue *rv,
-                   const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv, const uint8_t *surl, size_t surl_len) {
-    int s;
-    int64_t time = (int64_t)f->time, observed = (int64_t)f->observed;
-    if ((s = str_text(&t->event_name, f->event_name, f->event_name_len))) return s;
-    if ((s = f->trace_id_len ? put_hex(&t->trace_id, f->trace_id, 16) : str_null(&t->trace_id))) return s;
-    if ((s = f->span_id_len ? put_hex(&t->span_id, f->span_id, 8) : str_null(&t->span_id))) return s;
-    if ((s = fixed_append(&t->time_unix_nano, &time, 8))) return s;
-    if ((s = fixed_append(&t->observed_time_unix_nano, &observed, 8))) return s;
-    if ((s = put_enum(&t->severity_number, SEVERITY_NAMES, 32, f->severity))) return s;
-    if ((s = str_text(&t->severity_text, f->severity_text, f->severity_text_len))) return s;
-    int is_null;
-    if (put_text(&t->body.data, f->body, f->body_len, &is_null)) return NOMEM;
-    if ((s = str_end(&t->body, !is_null))) return s;
-    if ((s = read_pairs(p, n, 6, pairs))) return s;
-    if ((s = map_append_pairs(&t->attributes, pairs))) return s;
-    if ((s = i32_append(&t->dropped_attributes_count, f->dropped))) return s;
-    if ((s = i32_append(&t->flags, f->flags))) return s;
-    if ((s = map_append_pairs(&t->resource_attributes, &rv->attributes))) return s;
-    if ((s = i32_append(&t->resource_dropped, rv->dropped))) return s;
-    if ((s = str_text(&t->resource_schema_url, rurl, rurl_len))) return s;
-    if ((s = str_text(&t->scope_name, sv->name, sv->name_len))) return s;
-    if ((s = str_text(&t->scope_version, sv->version, sv->version_len))) return s;
-    if ((s = map_append_pairs(&t->scope_attributes, &sv->attributes))) return s;
-    if ((s = i32_append(&t->scope_dropped, sv->dropped))) return s;
-    if ((s = str_text(&t->log_schema_url, surl, surl_len))) return s;
-    t->rows++;
-    return OK;
-}
-
-static int decode_logs_body(Logs *t, const uint8_t *body, size_t size) {
-    int status = check_message(&LOGS_REQUEST, body, size, 0);
-    if (status) return status;
-    ResourceValue rv;
-    ScopeValue sv;
-    Entries pairs = {0};
-    memset(&rv, 0, sizeof rv);
-    memset(&sv, 0, sizeof sv);
-    int64_t index = 0;
-    Iter resources = iter_of(body, size, 1);
-    const uint8_t *rl, *sl, *record;
-    size_t rl_len, sl_len, record_len;
-    while (!status && iter_next(&resources, &rl, &rl_len)) {
-        const uint8_t *res, *rurl;
-        size_t res_len, rurl_len;
-        last_bytes(rl, rl_len, 1, &res, &res_len);
-        last_bytes(rl, rl_len, 3, &rurl, &rurl_len);
-        if ((status = resource_read(&rv, res, res_len))) break;
-        Iter scopes = iter_of(rl, rl_len, 2);
-        while (!status && iter_next(&scopes, &sl, &sl_len)) {
-            const uint8_t *scope, *surl;
-            size_t scope_len, surl_len;
-            last_bytes(sl, sl_len, 1, &scope, &scope_len);
-            last_bytes(sl, sl_len, 3, &surl, &surl_len);
-            if ((status = scope_read(&sv, scope, scope_len))) break;
-            int context_too_deep = sv.too_deep || rv.too_deep;
-            Iter records = iter_of(sl, sl_len, 2);
-            while (!status && iter_next(&records, &record, &record_len)) {
-                index++;
-                char reason[128];
-                if (context_too_deep) {
-                    snprintf(reason, sizeof reason, "an attribute or body nests deeper than %d levels",
-                             MAX_ANY_VALUE_DEPTH);
-                    reject(t, index, reason);
-                    continue;
-                }
-                LogFields f = log_fields(record, record_len);
-                if (log_rejection(&f, record, record_len, reason, sizeof reason)) {
-                    reject(t, index, reason);
-                    continue;
-                }
-                status = log_row(t, &f, &pairs, record, record_len, &rv, rurl, rurl_len, &sv, surl, surl_len);
-                if (!status && t->max_output >= 0 && logs_bytes(t) > (size_t)t->max_output) status = UNDECIDED;
-            }
-        }
-    }
-    entries_free(&pairs);
-    entries_free(&rv.attributes);
-    entries_free(&sv.attributes);
     return status;
 }
 
@@ -1860,6 +1538,62 @@ static int decode_traces_body(Table *t, const uint8_t *body, size_t size) {
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* The logs table (flatten.logs._log_row).                                                */
+
+static const char LAYOUT_LOGS[] = "{sssllsssMii{Mi}s{ssMi}s}";
+enum { LG_CONTEXT = 11 };
+static char SEVERITY_NAMES[32][40]; /* set by configure(); "" where the enum has no name */
+
+/* Checks in the order flatten.logs._log_row computes the values: the first failure is the reason. */
+static int log_rejection(const Fields *f, const uint8_t *p, size_t n, char *reason, size_t size) {
+    if (id_rejection(reason, size, "trace_id", f_n(f, 9), 16)) return 1;
+    if (id_rejection(reason, size, "span_id", f_n(f, 10), 8)) return 1;
+    if (long_rejection(reason, size, "time_unix_nano", f_v(f, 1))) return 1;
+    if (long_rejection(reason, size, "observed_time_unix_nano", f_v(f, 11))) return 1;
+    if (value_too_deep(f_p(f, 5), f_n(f, 5))) {
+        snprintf(reason, size, "%s", TOO_DEEP_REASON);
+        return 1;
+    }
+    return depth_rejection(reason, size, p, n, 6);
+}
+
+static int log_item(Table *t, const uint8_t *p, size_t n, Col *context, const ResourceValue *rv, const uint8_t *rurl,
+                    size_t rurl_len, const ScopeValue *sv, const uint8_t *surl, size_t surl_len, int64_t *index) {
+    char reason[160];
+    ++*index;
+    if (rv->too_deep || sv->too_deep) {
+        table_reject(t, *index, TOO_DEEP_REASON);
+        return OK;
+    }
+    Fields f;
+    scan_fields(p, n, &f);
+    if (log_rejection(&f, p, n, reason, sizeof reason)) {
+        table_reject(t, *index, reason);
+        return OK;
+    }
+    Col *c = t->root.children;
+    int s, is_null;
+    TRY(col_text(&c[0], f_p(&f, 12), f_n(&f, 12)));
+    TRY(col_hex(&c[1], f_p(&f, 9), f_n(&f, 9)));
+    TRY(col_hex(&c[2], f_p(&f, 10), f_n(&f, 10)));
+    TRY(col_i64(&c[3], (int64_t)f_v(&f, 1)));
+    TRY(col_i64(&c[4], (int64_t)f_v(&f, 11)));
+    TRY(col_enum(&c[5], SEVERITY_NAMES, 32, (int32_t)f_v(&f, 2)));
+    TRY(col_text(&c[6], f_p(&f, 3), f_n(&f, 3)));
+    if (put_text(&c[7].data, f_p(&f, 5), f_n(&f, 5), &is_null)) return NOMEM;
+    TRY(col_end_var(&c[7], !is_null));
+    TRY(col_attributes(&c[8], &t->scratch, p, n, 6));
+    TRY(col_i32(&c[9], (uint32_t)f_v(&f, 7)));
+    TRY(col_i32(&c[10], (uint32_t)f_v(&f, 8)));
+    TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
+    return table_row_done(t);
+}
+
+static int decode_logs_body(Table *t, const uint8_t *body, size_t size) {
+    return walk_request(t, &LOGS_REQUEST, body, size, LG_CONTEXT, log_item);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* The metrics table (flatten.metrics): one row per data point.                           */
 
 #define EXEMPLARS "[{ldssM}]"
@@ -2111,12 +1845,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         table_free(t);
         return 0;
     }
-    Logs *t = calloc(1, sizeof *t);
+    Table *t = table_new(LAYOUT_LOGS, "log record", 64 << 20);
     if (!t) return 0;
-    t->max_output = 64 << 20;
     decode_logs_body(t, data, size);
-    logs_free(t);
-    free(t);
+    table_free(t);
     return 0;
 }
 #else
@@ -2140,156 +1872,6 @@ struct ArrowArray {
     void *private_data;
 };
 
-#define MAX_NODES 64
-
-typedef struct {
-    Logs *t;
-    struct ArrowArray nodes[MAX_NODES];
-    const void *buffers[MAX_NODES * 3];
-    struct ArrowArray *children[MAX_NODES];
-    int nodes_used, buffers_used, children_used;
-} Export;
-
-static void child_release(struct ArrowArray *array) { array->release = NULL; }
-
-static void export_release(struct ArrowArray *array) {
-    Export *e = array->private_data;
-    logs_free(e->t);
-    free(e->t);
-    free(e);
-    array->release = NULL;
-}
-
-static struct ArrowArray *node(Export *e, int64_t length, int64_t nulls, int n_buffers, int n_children) {
-    struct ArrowArray *a = &e->nodes[e->nodes_used++];
-    memset(a, 0, sizeof *a);
-    a->length = length;
-    a->null_count = nulls;
-    a->n_buffers = n_buffers;
-    a->n_children = n_children;
-    a->buffers = &e->buffers[e->buffers_used];
-    e->buffers_used += n_buffers;
-    for (int i = 0; i < n_buffers; i++) a->buffers[i] = NULL;
-    a->children = n_children ? &e->children[e->children_used] : NULL;
-    e->children_used += n_children;
-    a->release = child_release;
-    return a;
-}
-
-static const void *data_of(Buf *b) { return buf_reserve(b, 1) ? NULL : b->p; }
-
-static struct ArrowArray *export_str(Export *e, StrCol *c) {
-    if (c->offsets.len == 0) {
-        int32_t zero = 0;
-        if (buf_put(&c->offsets, &zero, 4)) return NULL;
-    }
-    struct ArrowArray *a = node(e, c->n, c->nulls, 3, 0);
-    a->buffers[0] = c->nulls ? data_of(&c->validity) : NULL;
-    a->buffers[1] = data_of(&c->offsets);
-    a->buffers[2] = data_of(&c->data);
-    return a->buffers[1] && a->buffers[2] ? a : NULL;
-}
-
-static struct ArrowArray *export_fixed(Export *e, FixedCol *c) {
-    struct ArrowArray *a = node(e, c->n, 0, 2, 0);
-    a->buffers[1] = data_of(&c->data);
-    return a->buffers[1] ? a : NULL;
-}
-
-static struct ArrowArray *export_map(Export *e, MapCol *m) {
-    if (m->offsets.len == 0) {
-        int32_t zero = 0;
-        if (buf_put(&m->offsets, &zero, 4)) return NULL;
-    }
-    struct ArrowArray *a = node(e, m->n, 0, 2, 1);
-    a->buffers[1] = data_of(&m->offsets);
-    struct ArrowArray *entries = node(e, m->keys.n, 0, 1, 2);
-    entries->children[0] = export_str(e, &m->keys);
-    entries->children[1] = export_str(e, &m->values);
-    a->children[0] = entries;
-    return a->buffers[1] && entries->children[0] && entries->children[1] ? a : NULL;
-}
-
-/* The batch as a struct array in the order of the logs schema; NULL when out of memory. */
-static struct ArrowArray *export_logs(Export *e) {
-    Logs *t = e->t;
-    struct ArrowArray *top = node(e, t->rows, 0, 1, 15);
-    struct ArrowArray **c = top->children;
-    c[0] = export_str(e, &t->event_name);
-    c[1] = export_str(e, &t->trace_id);
-    c[2] = export_str(e, &t->span_id);
-    c[3] = export_fixed(e, &t->time_unix_nano);
-    c[4] = export_fixed(e, &t->observed_time_unix_nano);
-    c[5] = export_str(e, &t->severity_number);
-    c[6] = export_str(e, &t->severity_text);
-    c[7] = export_str(e, &t->body);
-    c[8] = export_map(e, &t->attributes);
-    c[9] = export_fixed(e, &t->dropped_attributes_count);
-    c[10] = export_fixed(e, &t->flags);
-    struct ArrowArray *resource = node(e, t->rows, 0, 1, 2);
-    resource->children[0] = export_map(e, &t->resource_attributes);
-    resource->children[1] = export_fixed(e, &t->resource_dropped);
-    c[11] = resource;
-    c[12] = export_str(e, &t->resource_schema_url);
-    struct ArrowArray *scope = node(e, t->rows, 0, 1, 4);
-    scope->children[0] = export_str(e, &t->scope_name);
-    scope->children[1] = export_str(e, &t->scope_version);
-    scope->children[2] = export_map(e, &t->scope_attributes);
-    scope->children[3] = export_fixed(e, &t->scope_dropped);
-    c[13] = scope;
-    c[14] = export_str(e, &t->log_schema_url);
-    for (int i = 0; i < 15; i++)
-        if (!c[i]) return NULL;
-    for (int i = 0; i < 2; i++)
-        if (!resource->children[i]) return NULL;
-    for (int i = 0; i < 4; i++)
-        if (!scope->children[i]) return NULL;
-    top->release = export_release;
-    top->private_data = e;
-    return top;
-}
-
-static PyObject *py_decode_logs(PyObject *self, PyObject *args) {
-    Py_buffer body;
-    long long max_output;
-    if (!PyArg_ParseTuple(args, "y*L", &body, &max_output)) return NULL;
-    Logs *t = calloc(1, sizeof *t);
-    if (!t) {
-        PyBuffer_Release(&body);
-        return PyErr_NoMemory();
-    }
-    t->max_output = max_output;
-    int status;
-    Py_BEGIN_ALLOW_THREADS status = decode_logs_body(t, (const uint8_t *)body.buf, (size_t)body.len);
-    Py_END_ALLOW_THREADS PyBuffer_Release(&body);
-    if (status == NOMEM) {
-        logs_free(t);
-        free(t);
-        return PyErr_NoMemory();
-    }
-    if (status != OK) {
-        logs_free(t);
-        free(t);
-        Py_RETURN_NONE;
-    }
-    Export *e = calloc(1, sizeof *e);
-    struct ArrowArray *batch = NULL;
-    if (e) {
-        e->t = t;
-        batch = export_logs(e);
-    }
-    if (!batch) {
-        free(e);
-        logs_free(t);
-        free(t);
-        return PyErr_NoMemory();
-    }
-    PyObject *first = t->rejected ? PyUnicode_FromString(t->first_error) : (Py_INCREF(Py_None), Py_None);
-    /* Arrow takes the array over (its release frees everything) once imported. */
-    return Py_BuildValue("(LLNNL)", (long long)t->rows, (long long)t->rejected, first, PyLong_FromVoidPtr(batch),
-                         (long long)logs_bytes(t));
-}
-
 /* The generic tables (spans, metrics) exported the same way, node by node from the tree. */
 typedef struct {
     Table *t;
@@ -2304,6 +1886,10 @@ static int col_nodes(const Col *c) {
     for (int i = 0; i < c->nchildren; i++) count += col_nodes(&c->children[i]);
     return count;
 }
+
+static void child_release(struct ArrowArray *array) { array->release = NULL; }
+
+static const void *data_of(Buf *b) { return buf_reserve(b, 1) ? NULL : b->p; }
 
 static void table_export_release(struct ArrowArray *array) {
     TableExport *e = array->private_data;
@@ -2421,6 +2007,10 @@ static PyObject *decode_table(PyObject *args, const char *layout, const char *no
     Py_BEGIN_ALLOW_THREADS status = decode_body(t, (const uint8_t *)body.buf, (size_t)body.len);
     Py_END_ALLOW_THREADS PyBuffer_Release(&body);
     return table_result(t, status);
+}
+
+static PyObject *py_decode_logs(PyObject *self, PyObject *args) {
+    return decode_table(args, LAYOUT_LOGS, "log record", decode_logs_body);
 }
 
 static PyObject *py_decode_traces(PyObject *self, PyObject *args) {
