@@ -1,6 +1,6 @@
 """End-to-end benchmark of otel-ingest on this machine, measured side by side in one run.
 
-    python bench/run.py [--seconds 8] [--clients 1,8,32] [--records 100] [--json]
+    python bench/run.py [--seconds 8] [--clients 1,8,32] [--records 100] [--json] [--signals logs]
 
 Prints, for the group-commit server (defaults) and a naive server that commits every
 request on its own (``--commit-max-rows 1 --commit-max-delay 0``):
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from otel_ingest import otlp_json, wire  # noqa: E402
+from otel_ingest import decode, otlp_json, wire  # noqa: E402
 from otel_ingest.flatten import FLATTENERS  # noqa: E402
 from otel_ingest.flatten.common import Columns  # noqa: E402
 from otel_ingest.maintenance import maintain  # noqa: E402
@@ -243,8 +243,9 @@ def measure(mode: str, args: tuple[str, ...], mix: list[Payload], clients: int, 
 def limit(mix: list[Payload], seconds: float, group: int = 32) -> float:
     """(c): decode + flatten + Arrow + Parquet encode in this process, records/s.
 
-    Requests are flattened one by one and their rows encoded per signal in groups of
-    ``group`` requests, as the server's commits do; no HTTP, no Delta log.
+    Requests are decoded one by one by the server's decoder (the native one when it was built,
+    as in the server) and their rows encoded per signal in groups of ``group`` requests, as the
+    server's commits do; no HTTP, no Delta log.
     """
     records = 0
     pending: dict[str, list[Columns]] = {}
@@ -253,8 +254,8 @@ def limit(mix: list[Payload], seconds: float, group: int = 32) -> float:
     while time.perf_counter() - started < seconds:
         payload = mix[i % len(mix)]
         i += 1
-        message, _ = wire.decode_request(payload.signal, payload.body, "protobuf")  # type: ignore[arg-type]
-        columns = FLATTENERS[payload.signal](message).columns  # type: ignore[index]
+        flattened, _ = decode.decode(payload.signal, payload.body, "protobuf")  # type: ignore[arg-type]
+        columns = flattened.columns
         parts = pending.setdefault(payload.signal, [])
         parts.append(columns)
         if len(parts) == group:
@@ -272,8 +273,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20, help="records per request (captures are scaled)")
     parser.add_argument("--group-args", default="", help="extra server flags for the group-commit mode")
     parser.add_argument("--json", action="store_true", help="also the group-commit server fed the mix in OTLP/JSON")
+    parser.add_argument("--signals", default="metrics,logs,traces", help="the signals of the mix (e.g. logs)")
     args = parser.parse_args()
-    mix = build_mix(args.records)
+    mix = [p for p in build_mix(args.records) if p.signal in args.signals.split(",")]
     print(
         f"Replay mix: {len(mix)} captured requests scaled to ~{args.records} records, "
         f"{sum(p.records for p in mix) / len(mix):.0f} records and "
@@ -303,8 +305,10 @@ def main() -> None:
             f"{r.files:6d} {r.disk_per_record:10.1f} {r.disk_per_record_after:11.1f} {r.raw_per_record:10.1f} "
             f"{r.cpu_per_100k:10.2f} {r.errors:6d}"
         )
+    decoder = "native" if decode.use_native() else "python"
     print(
-        f"\n(c) limit, parse + Arrow + Parquet in one process, 32 requests per Parquet file: {ceiling:,.0f} records/s"
+        f"\n(c) limit, decode ({decoder}) + Arrow + Parquet in one process, 32 requests per Parquet file: "
+        f"{ceiling:,.0f} records/s"
     )
     by = {(r.mode, r.clients): r for r in results}
     for clients in sorted({r.clients for r in results}):

@@ -11,11 +11,14 @@ that it does decide the valid logs bodies, so the comparison is not empty.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 import random
 import struct
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -34,11 +37,11 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otel_ingest import decode, wire
-from otel_ingest.decode import native
+from otel_ingest.decode import jsonpb, native
 from otel_ingest.errors import DecodeError
 from otel_ingest.flatten import FLATTENERS
 from otel_ingest.flatten.common import MAX_ANY_VALUE_DEPTH
-from otel_ingest.schema import Signal
+from otel_ingest.schema import Signal, signal_schema
 from support import load_captures
 from test_properties import MUTATIONS, PROPERTY, REQUESTS, copy_of, normalised, records_of
 
@@ -679,3 +682,70 @@ def test_batches_of_both_decoders_commit_together() -> None:
 def test_gzip_is_undone_before_decoding() -> None:
     body = next(b for _, signal, b, encoding in BODIES if signal == "logs" and encoding == "protobuf")
     assert assert_same("logs", wire.decompress(gzip.compress(body), "gzip", LIMIT))
+
+
+# --------------------------------------------------------------------------- the GIL
+
+
+def _large_logs_json(size: int) -> bytes:
+    """The cc_json logs capture's resource repeated to about ``size`` bytes of OTLP/JSON."""
+    (capture,) = [c for c in load_captures("cc_json") if c.signal == "logs"]
+    document = json.loads(capture.body)
+    copies = max(1, size // len(capture.body))
+    document["resourceLogs"] = document["resourceLogs"] * copies
+    return json.dumps(document).encode()
+
+
+def _runs_beside(call: Callable[[], Any]) -> tuple[int, Any]:
+    """How often this thread ran Python while ``call`` was under way in another thread, and
+    what ``call`` returned.
+
+    No timing threshold: with a switch interval of 1,000 s the interpreter never makes a thread
+    give the GIL up, so this thread can see ``inside`` true only if ``call`` releases the GIL
+    itself (each ``wait`` here lets it go, and the other thread sets and clears ``inside``
+    around ``call`` without ever letting it go otherwise)."""
+    state: dict[str, Any] = {"inside": False, "result": None}
+    done = threading.Event()
+
+    def work() -> None:
+        state["inside"] = True
+        state["result"] = call()
+        state["inside"] = False
+        done.set()
+
+    seen = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000)
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        while not done.wait(0.0005):
+            seen += bool(state["inside"])
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return seen, state["result"]
+
+
+@pytest.mark.skipif(not native.available() or not jsonpb.available(), reason="the native decoder was not built")
+@pytest.mark.parametrize("step", ["json transcode", "protobuf decode"])
+def test_the_compiled_decoders_release_the_gil(step: str) -> None:
+    """Two requests decode on two cores at once, in OTLP/JSON too: another thread runs Python
+    while the JSON transcoder or the native decoder works on a ~8 MB body (bench/decode.py
+    measures the two-thread speed-up). A few attempts: on a loaded machine this thread may not
+    be scheduled before a call ends."""
+    body = _large_logs_json(8 << 20)
+    proto = jsonpb.transcode("logs", body)
+    assert proto is not None
+    for _ in range(5):
+        if step == "json transcode":
+            seen, result = _runs_beside(lambda: jsonpb.transcode("logs", body))
+            assert result == proto
+        else:  # the compiled call alone (pyarrow's import of its batch is not under test)
+            seen, result = _runs_beside(lambda: native._native.decode_logs(proto, -1))
+            assert result is not None
+            batch = pa.RecordBatch._import_from_c(result[3], signal_schema("logs"))  # frees it
+            assert batch.num_rows == result[0] > 0
+        if seen:
+            break
+    assert seen, f"no other thread ran while the {step} was under way: it holds the GIL"

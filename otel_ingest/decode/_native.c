@@ -23,6 +23,7 @@
 #include <Python.h>
 #endif
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,6 +33,9 @@
 #define MAX_ANY_VALUE_DEPTH 32 /* otel_ingest.flatten.common.MAX_ANY_VALUE_DEPTH */
 #define CHECK_DEPTH 90         /* protobuf's own limit is 100; deeper bodies go to Python */
 #define INT32_LIMIT 0x7fffffffLL
+/* The small readers and builders every byte goes through: inlined, whatever the compiler's
+ * heuristics say (measured: they were left as calls after unrelated changes). */
+#define HOT static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------------------------ */
 /* Growable byte buffers (malloc: they are filled without the GIL).                       */
@@ -41,7 +45,7 @@ typedef struct {
     size_t len, cap;
 } Buf;
 
-static int buf_reserve(Buf *b, size_t extra) {
+HOT int buf_reserve(Buf *b, size_t extra) {
     if (b->p && b->len + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra) cap *= 2;
@@ -52,7 +56,7 @@ static int buf_reserve(Buf *b, size_t extra) {
     return 0;
 }
 
-static int buf_put(Buf *b, const void *src, size_t n) {
+HOT int buf_put(Buf *b, const void *src, size_t n) {
     if (buf_reserve(b, n)) return -1;
     if (n) memcpy(b->p + b->len, src, n);
     b->len += n;
@@ -81,7 +85,11 @@ typedef struct {
 
 static const uint8_t NOTHING[1] = {0}; /* stands for an absent message: no arithmetic on NULL */
 
-static int rd_varint(Rd *r, uint64_t *out) {
+HOT int rd_varint(Rd *r, uint64_t *out) {
+    if (r->p < r->end && *r->p < 0x80) { /* most varints (tags, lengths, small numbers) */
+        *out = *r->p++;
+        return 0;
+    }
     uint64_t v = 0;
     *out = 0;
     for (int i = 0; i < 10; i++) {
@@ -101,7 +109,7 @@ static int rd_varint(Rd *r, uint64_t *out) {
 }
 
 /* Readers that fail move to the end, so that no loop over a message can stall. */
-static int rd_tag(Rd *r, uint32_t *field, int *wt) {
+HOT int rd_tag(Rd *r, uint32_t *field, int *wt) {
     uint64_t tag;
     const uint8_t *start = r->p;
     *field = 0;
@@ -115,7 +123,7 @@ static int rd_tag(Rd *r, uint32_t *field, int *wt) {
     return *field == 0 ? -1 : 0;
 }
 
-static int rd_bytes(Rd *r, const uint8_t **p, size_t *n) {
+HOT int rd_bytes(Rd *r, const uint8_t **p, size_t *n) {
     uint64_t len;
     *p = NULL;
     *n = 0;
@@ -249,107 +257,78 @@ static int wire_type_of(int kind) {
 }
 
 extern const MsgSpec ANY_VALUE, KEY_VALUE;
-static const FieldSpec ARRAY_VALUE_FIELDS[] = {{1, K_MSG, &ANY_VALUE}};
-static const MsgSpec ARRAY_VALUE = {"ArrayValue", 1, ARRAY_VALUE_FIELDS};
-static const FieldSpec KVLIST_FIELDS[] = {{1, K_MSG, &KEY_VALUE}};
-static const MsgSpec KVLIST = {"KeyValueList", 1, KVLIST_FIELDS};
-static const FieldSpec ANY_VALUE_FIELDS[] = {
-    {1, K_STRING, NULL}, {2, K_VARINT, NULL},        {3, K_VARINT, NULL}, {4, K_FIXED64, NULL},
-    {5, K_MSG1, &ARRAY_VALUE}, {6, K_MSG1, &KVLIST}, {7, K_BYTES, NULL}, {8, K_UNSUPPORTED, NULL} /* strindex */
-};
-const MsgSpec ANY_VALUE = {"AnyValue", 8, ANY_VALUE_FIELDS};
-static const FieldSpec KEY_VALUE_FIELDS[] = {{1, K_STRING, NULL}, {2, K_MSG1, &ANY_VALUE}, {3, K_UNSUPPORTED, NULL}};
-const MsgSpec KEY_VALUE = {"KeyValue", 3, KEY_VALUE_FIELDS};
+static const FieldSpec ARRAY_VALUE_FIELDS[] = {[1] = {1, K_MSG, &ANY_VALUE}};
+static const MsgSpec ARRAY_VALUE = {"ArrayValue", sizeof ARRAY_VALUE_FIELDS / sizeof *ARRAY_VALUE_FIELDS, ARRAY_VALUE_FIELDS};
+static const FieldSpec KVLIST_FIELDS[] = {[1] = {1, K_MSG, &KEY_VALUE}};
+static const MsgSpec KVLIST = {"KeyValueList", sizeof KVLIST_FIELDS / sizeof *KVLIST_FIELDS, KVLIST_FIELDS};
+static const FieldSpec ANY_VALUE_FIELDS[] = {[1] = {1, K_STRING, NULL}, [2] = {2, K_VARINT, NULL}, [3] = {3, K_VARINT, NULL}, [4] = {4, K_FIXED64, NULL}, [5] = {5, K_MSG1, &ARRAY_VALUE}, [6] = {6, K_MSG1, &KVLIST}, [7] = {7, K_BYTES, NULL}, [8] = {8, K_UNSUPPORTED, NULL}};
+const MsgSpec ANY_VALUE = {"AnyValue", sizeof ANY_VALUE_FIELDS / sizeof *ANY_VALUE_FIELDS, ANY_VALUE_FIELDS};
+static const FieldSpec KEY_VALUE_FIELDS[] = {[1] = {1, K_STRING, NULL}, [2] = {2, K_MSG1, &ANY_VALUE}, [3] = {3, K_UNSUPPORTED, NULL}};
+const MsgSpec KEY_VALUE = {"KeyValue", sizeof KEY_VALUE_FIELDS / sizeof *KEY_VALUE_FIELDS, KEY_VALUE_FIELDS};
 
-static const FieldSpec RESOURCE_FIELDS[] = {
-    {1, K_MSG, &KEY_VALUE}, {2, K_UINT32, NULL}, {3, K_UNSUPPORTED, NULL} /* entity_refs */
-};
-static const MsgSpec RESOURCE = {"Resource", 3, RESOURCE_FIELDS};
-static const FieldSpec SCOPE_FIELDS[] = {
-    {1, K_STRING, NULL}, {2, K_STRING, NULL}, {3, K_MSG, &KEY_VALUE}, {4, K_UINT32, NULL}};
-static const MsgSpec SCOPE = {"InstrumentationScope", 4, SCOPE_FIELDS};
+static const FieldSpec RESOURCE_FIELDS[] = {[1] = {1, K_MSG, &KEY_VALUE}, [2] = {2, K_UINT32, NULL}, [3] = {3, K_UNSUPPORTED, NULL}};
+static const MsgSpec RESOURCE = {"Resource", sizeof RESOURCE_FIELDS / sizeof *RESOURCE_FIELDS, RESOURCE_FIELDS};
+static const FieldSpec SCOPE_FIELDS[] = {[1] = {1, K_STRING, NULL}, [2] = {2, K_STRING, NULL}, [3] = {3, K_MSG, &KEY_VALUE}, [4] = {4, K_UINT32, NULL}};
+static const MsgSpec SCOPE = {"InstrumentationScope", sizeof SCOPE_FIELDS / sizeof *SCOPE_FIELDS, SCOPE_FIELDS};
 
-static const FieldSpec LOG_RECORD_FIELDS[] = {
-    {1, K_FIXED64, NULL}, {2, K_INT32, NULL},  {3, K_STRING, NULL},  {5, K_MSG1, &ANY_VALUE},
-    {6, K_MSG, &KEY_VALUE}, {7, K_UINT32, NULL}, {8, K_FIXED32, NULL}, {9, K_BYTES, NULL},
-    {10, K_BYTES, NULL},    {11, K_FIXED64, NULL}, {12, K_STRING, NULL},
-};
-static const MsgSpec LOG_RECORD = {"LogRecord", 11, LOG_RECORD_FIELDS};
-static const FieldSpec SCOPE_LOGS_FIELDS[] = {{1, K_MSG1, &SCOPE}, {2, K_MSG, &LOG_RECORD}, {3, K_STRING, NULL}};
-static const MsgSpec SCOPE_LOGS = {"ScopeLogs", 3, SCOPE_LOGS_FIELDS};
-static const FieldSpec RESOURCE_LOGS_FIELDS[] = {{1, K_MSG1, &RESOURCE}, {2, K_MSG, &SCOPE_LOGS}, {3, K_STRING, NULL}};
-static const MsgSpec RESOURCE_LOGS = {"ResourceLogs", 3, RESOURCE_LOGS_FIELDS};
-static const FieldSpec LOGS_REQUEST_FIELDS[] = {{1, K_MSG, &RESOURCE_LOGS}};
-static const MsgSpec LOGS_REQUEST = {"ExportLogsServiceRequest", 1, LOGS_REQUEST_FIELDS};
+static const FieldSpec LOG_RECORD_FIELDS[] = {[1] = {1, K_FIXED64, NULL}, [2] = {2, K_INT32, NULL}, [3] = {3, K_STRING, NULL}, [5] = {5, K_MSG1, &ANY_VALUE}, [6] = {6, K_MSG, &KEY_VALUE}, [7] = {7, K_UINT32, NULL}, [8] = {8, K_FIXED32, NULL}, [9] = {9, K_BYTES, NULL}, [10] = {10, K_BYTES, NULL}, [11] = {11, K_FIXED64, NULL}, [12] = {12, K_STRING, NULL}};
+static const MsgSpec LOG_RECORD = {"LogRecord", sizeof LOG_RECORD_FIELDS / sizeof *LOG_RECORD_FIELDS, LOG_RECORD_FIELDS};
+static const FieldSpec SCOPE_LOGS_FIELDS[] = {[1] = {1, K_MSG1, &SCOPE}, [2] = {2, K_MSG, &LOG_RECORD}, [3] = {3, K_STRING, NULL}};
+static const MsgSpec SCOPE_LOGS = {"ScopeLogs", sizeof SCOPE_LOGS_FIELDS / sizeof *SCOPE_LOGS_FIELDS, SCOPE_LOGS_FIELDS};
+static const FieldSpec RESOURCE_LOGS_FIELDS[] = {[1] = {1, K_MSG1, &RESOURCE}, [2] = {2, K_MSG, &SCOPE_LOGS}, [3] = {3, K_STRING, NULL}};
+static const MsgSpec RESOURCE_LOGS = {"ResourceLogs", sizeof RESOURCE_LOGS_FIELDS / sizeof *RESOURCE_LOGS_FIELDS, RESOURCE_LOGS_FIELDS};
+static const FieldSpec LOGS_REQUEST_FIELDS[] = {[1] = {1, K_MSG, &RESOURCE_LOGS}};
+static const MsgSpec LOGS_REQUEST = {"ExportLogsServiceRequest", sizeof LOGS_REQUEST_FIELDS / sizeof *LOGS_REQUEST_FIELDS, LOGS_REQUEST_FIELDS};
 
 /* Traces (opentelemetry/proto/trace/v1/trace.proto). */
-static const FieldSpec EVENT_FIELDS[] = {{1, K_FIXED64, NULL}, {2, K_STRING, NULL}, {3, K_MSG, &KEY_VALUE}, {4, K_UINT32, NULL}};
-static const MsgSpec EVENT = {"Event", 4, EVENT_FIELDS};
-static const FieldSpec LINK_FIELDS[] = {{1, K_BYTES, NULL},      {2, K_BYTES, NULL},  {3, K_STRING, NULL},
-                                        {4, K_MSG, &KEY_VALUE}, {5, K_UINT32, NULL}, {6, K_FIXED32, NULL}};
-static const MsgSpec LINK = {"Link", 6, LINK_FIELDS};
-static const FieldSpec STATUS_FIELDS[] = {{2, K_STRING, NULL}, {3, K_INT32, NULL}};
-static const MsgSpec STATUS = {"Status", 2, STATUS_FIELDS};
-static const FieldSpec SPAN_FIELDS[] = {
-    {1, K_BYTES, NULL},     {2, K_BYTES, NULL},     {3, K_STRING, NULL},  {4, K_BYTES, NULL},
-    {16, K_FIXED32, NULL},  {5, K_STRING, NULL},    {6, K_INT32, NULL},   {7, K_FIXED64, NULL},
-    {8, K_FIXED64, NULL},   {9, K_MSG, &KEY_VALUE}, {10, K_UINT32, NULL}, {11, K_MSG, &EVENT},
-    {12, K_UINT32, NULL},   {13, K_MSG, &LINK},     {14, K_UINT32, NULL}, {15, K_MSG1, &STATUS},
-};
-static const MsgSpec SPAN = {"Span", 16, SPAN_FIELDS};
-static const FieldSpec SCOPE_SPANS_FIELDS[] = {{1, K_MSG1, &SCOPE}, {2, K_MSG, &SPAN}, {3, K_STRING, NULL}};
-static const MsgSpec SCOPE_SPANS = {"ScopeSpans", 3, SCOPE_SPANS_FIELDS};
-static const FieldSpec RESOURCE_SPANS_FIELDS[] = {{1, K_MSG1, &RESOURCE}, {2, K_MSG, &SCOPE_SPANS}, {3, K_STRING, NULL}};
-static const MsgSpec RESOURCE_SPANS = {"ResourceSpans", 3, RESOURCE_SPANS_FIELDS};
-static const FieldSpec TRACES_REQUEST_FIELDS[] = {{1, K_MSG, &RESOURCE_SPANS}};
-static const MsgSpec TRACES_REQUEST = {"ExportTraceServiceRequest", 1, TRACES_REQUEST_FIELDS};
+static const FieldSpec EVENT_FIELDS[] = {[1] = {1, K_FIXED64, NULL}, [2] = {2, K_STRING, NULL}, [3] = {3, K_MSG, &KEY_VALUE}, [4] = {4, K_UINT32, NULL}};
+static const MsgSpec EVENT = {"Event", sizeof EVENT_FIELDS / sizeof *EVENT_FIELDS, EVENT_FIELDS};
+static const FieldSpec LINK_FIELDS[] = {[1] = {1, K_BYTES, NULL}, [2] = {2, K_BYTES, NULL}, [3] = {3, K_STRING, NULL}, [4] = {4, K_MSG, &KEY_VALUE}, [5] = {5, K_UINT32, NULL}, [6] = {6, K_FIXED32, NULL}};
+static const MsgSpec LINK = {"Link", sizeof LINK_FIELDS / sizeof *LINK_FIELDS, LINK_FIELDS};
+static const FieldSpec STATUS_FIELDS[] = {[2] = {2, K_STRING, NULL}, [3] = {3, K_INT32, NULL}};
+static const MsgSpec STATUS = {"Status", sizeof STATUS_FIELDS / sizeof *STATUS_FIELDS, STATUS_FIELDS};
+static const FieldSpec SPAN_FIELDS[] = {[1] = {1, K_BYTES, NULL}, [2] = {2, K_BYTES, NULL}, [3] = {3, K_STRING, NULL}, [4] = {4, K_BYTES, NULL}, [16] = {16, K_FIXED32, NULL}, [5] = {5, K_STRING, NULL}, [6] = {6, K_INT32, NULL}, [7] = {7, K_FIXED64, NULL}, [8] = {8, K_FIXED64, NULL}, [9] = {9, K_MSG, &KEY_VALUE}, [10] = {10, K_UINT32, NULL}, [11] = {11, K_MSG, &EVENT}, [12] = {12, K_UINT32, NULL}, [13] = {13, K_MSG, &LINK}, [14] = {14, K_UINT32, NULL}, [15] = {15, K_MSG1, &STATUS}};
+static const MsgSpec SPAN = {"Span", sizeof SPAN_FIELDS / sizeof *SPAN_FIELDS, SPAN_FIELDS};
+static const FieldSpec SCOPE_SPANS_FIELDS[] = {[1] = {1, K_MSG1, &SCOPE}, [2] = {2, K_MSG, &SPAN}, [3] = {3, K_STRING, NULL}};
+static const MsgSpec SCOPE_SPANS = {"ScopeSpans", sizeof SCOPE_SPANS_FIELDS / sizeof *SCOPE_SPANS_FIELDS, SCOPE_SPANS_FIELDS};
+static const FieldSpec RESOURCE_SPANS_FIELDS[] = {[1] = {1, K_MSG1, &RESOURCE}, [2] = {2, K_MSG, &SCOPE_SPANS}, [3] = {3, K_STRING, NULL}};
+static const MsgSpec RESOURCE_SPANS = {"ResourceSpans", sizeof RESOURCE_SPANS_FIELDS / sizeof *RESOURCE_SPANS_FIELDS, RESOURCE_SPANS_FIELDS};
+static const FieldSpec TRACES_REQUEST_FIELDS[] = {[1] = {1, K_MSG, &RESOURCE_SPANS}};
+static const MsgSpec TRACES_REQUEST = {"ExportTraceServiceRequest", sizeof TRACES_REQUEST_FIELDS / sizeof *TRACES_REQUEST_FIELDS, TRACES_REQUEST_FIELDS};
 
 /* Metrics (opentelemetry/proto/metrics/v1/metrics.proto). Doubles and sfixed64 are K_FIXED64. */
-static const FieldSpec EXEMPLAR_FIELDS[] = {{7, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL}, {3, K_FIXED64, NULL},
-                                            {6, K_FIXED64, NULL},   {4, K_BYTES, NULL},   {5, K_BYTES, NULL}};
-static const MsgSpec EXEMPLAR = {"Exemplar", 6, EXEMPLAR_FIELDS};
-static const FieldSpec NUMBER_POINT_FIELDS[] = {{7, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL},  {3, K_FIXED64, NULL},
-                                                {4, K_FIXED64, NULL},   {6, K_FIXED64, NULL},  {5, K_MSG, &EXEMPLAR},
-                                                {8, K_UINT32, NULL}};
-static const MsgSpec NUMBER_POINT = {"NumberDataPoint", 7, NUMBER_POINT_FIELDS};
-static const FieldSpec HISTOGRAM_POINT_FIELDS[] = {
-    {9, K_MSG, &KEY_VALUE},    {2, K_FIXED64, NULL},      {3, K_FIXED64, NULL},  {4, K_FIXED64, NULL},
-    {5, K_FIXED64, NULL},      {6, K_REP_FIXED64, NULL},  {7, K_REP_FIXED64, NULL}, {8, K_MSG, &EXEMPLAR},
-    {10, K_UINT32, NULL},      {11, K_FIXED64, NULL},     {12, K_FIXED64, NULL}};
-static const MsgSpec HISTOGRAM_POINT = {"HistogramDataPoint", 11, HISTOGRAM_POINT_FIELDS};
-static const FieldSpec BUCKETS_FIELDS[] = {{1, K_SINT32, NULL}, {2, K_REP_VARINT, NULL}};
-static const MsgSpec BUCKETS = {"Buckets", 2, BUCKETS_FIELDS};
-static const FieldSpec EXP_POINT_FIELDS[] = {
-    {1, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL},   {3, K_FIXED64, NULL},   {4, K_FIXED64, NULL},  {5, K_FIXED64, NULL},
-    {6, K_SINT32, NULL},    {7, K_FIXED64, NULL},   {8, K_MSG1, &BUCKETS},  {9, K_MSG1, &BUCKETS}, {10, K_UINT32, NULL},
-    {11, K_MSG, &EXEMPLAR}, {12, K_FIXED64, NULL},  {13, K_FIXED64, NULL},  {14, K_FIXED64, NULL}};
-static const MsgSpec EXP_POINT = {"ExponentialHistogramDataPoint", 14, EXP_POINT_FIELDS};
-static const FieldSpec QUANTILE_FIELDS[] = {{1, K_FIXED64, NULL}, {2, K_FIXED64, NULL}};
-static const MsgSpec QUANTILE = {"ValueAtQuantile", 2, QUANTILE_FIELDS};
-static const FieldSpec SUMMARY_POINT_FIELDS[] = {{7, K_MSG, &KEY_VALUE}, {2, K_FIXED64, NULL}, {3, K_FIXED64, NULL},
-                                                 {4, K_FIXED64, NULL},   {5, K_FIXED64, NULL}, {6, K_MSG, &QUANTILE},
-                                                 {8, K_UINT32, NULL}};
-static const MsgSpec SUMMARY_POINT = {"SummaryDataPoint", 7, SUMMARY_POINT_FIELDS};
-static const FieldSpec GAUGE_FIELDS[] = {{1, K_MSG, &NUMBER_POINT}};
-static const MsgSpec GAUGE = {"Gauge", 1, GAUGE_FIELDS};
-static const FieldSpec SUM_FIELDS[] = {{1, K_MSG, &NUMBER_POINT}, {2, K_INT32, NULL}, {3, K_VARINT, NULL}};
-static const MsgSpec SUM = {"Sum", 3, SUM_FIELDS};
-static const FieldSpec HISTOGRAM_FIELDS[] = {{1, K_MSG, &HISTOGRAM_POINT}, {2, K_INT32, NULL}};
-static const MsgSpec HISTOGRAM = {"Histogram", 2, HISTOGRAM_FIELDS};
-static const FieldSpec EXP_HISTOGRAM_FIELDS[] = {{1, K_MSG, &EXP_POINT}, {2, K_INT32, NULL}};
-static const MsgSpec EXP_HISTOGRAM = {"ExponentialHistogram", 2, EXP_HISTOGRAM_FIELDS};
-static const FieldSpec SUMMARY_FIELDS[] = {{1, K_MSG, &SUMMARY_POINT}};
-static const MsgSpec SUMMARY = {"Summary", 1, SUMMARY_FIELDS};
-static const FieldSpec METRIC_FIELDS[] = {
-    {1, K_STRING, NULL},       {2, K_STRING, NULL},        {3, K_STRING, NULL},     {5, K_MSG1, &GAUGE}, {7, K_MSG1, &SUM},
-    {9, K_MSG1, &HISTOGRAM},   {10, K_MSG1, &EXP_HISTOGRAM}, {11, K_MSG1, &SUMMARY}, {12, K_MSG, &KEY_VALUE}};
-static const MsgSpec METRIC = {"Metric", 9, METRIC_FIELDS};
-static const FieldSpec SCOPE_METRICS_FIELDS[] = {{1, K_MSG1, &SCOPE}, {2, K_MSG, &METRIC}, {3, K_STRING, NULL}};
-static const MsgSpec SCOPE_METRICS = {"ScopeMetrics", 3, SCOPE_METRICS_FIELDS};
-static const FieldSpec RESOURCE_METRICS_FIELDS[] = {{1, K_MSG1, &RESOURCE}, {2, K_MSG, &SCOPE_METRICS}, {3, K_STRING, NULL}};
-static const MsgSpec RESOURCE_METRICS = {"ResourceMetrics", 3, RESOURCE_METRICS_FIELDS};
-static const FieldSpec METRICS_REQUEST_FIELDS[] = {{1, K_MSG, &RESOURCE_METRICS}};
-static const MsgSpec METRICS_REQUEST = {"ExportMetricsServiceRequest", 1, METRICS_REQUEST_FIELDS};
+static const FieldSpec EXEMPLAR_FIELDS[] = {[7] = {7, K_MSG, &KEY_VALUE}, [2] = {2, K_FIXED64, NULL}, [3] = {3, K_FIXED64, NULL}, [6] = {6, K_FIXED64, NULL}, [4] = {4, K_BYTES, NULL}, [5] = {5, K_BYTES, NULL}};
+static const MsgSpec EXEMPLAR = {"Exemplar", sizeof EXEMPLAR_FIELDS / sizeof *EXEMPLAR_FIELDS, EXEMPLAR_FIELDS};
+static const FieldSpec NUMBER_POINT_FIELDS[] = {[7] = {7, K_MSG, &KEY_VALUE}, [2] = {2, K_FIXED64, NULL}, [3] = {3, K_FIXED64, NULL}, [4] = {4, K_FIXED64, NULL}, [6] = {6, K_FIXED64, NULL}, [5] = {5, K_MSG, &EXEMPLAR}, [8] = {8, K_UINT32, NULL}};
+static const MsgSpec NUMBER_POINT = {"NumberDataPoint", sizeof NUMBER_POINT_FIELDS / sizeof *NUMBER_POINT_FIELDS, NUMBER_POINT_FIELDS};
+static const FieldSpec HISTOGRAM_POINT_FIELDS[] = {[9] = {9, K_MSG, &KEY_VALUE}, [2] = {2, K_FIXED64, NULL}, [3] = {3, K_FIXED64, NULL}, [4] = {4, K_FIXED64, NULL}, [5] = {5, K_FIXED64, NULL}, [6] = {6, K_REP_FIXED64, NULL}, [7] = {7, K_REP_FIXED64, NULL}, [8] = {8, K_MSG, &EXEMPLAR}, [10] = {10, K_UINT32, NULL}, [11] = {11, K_FIXED64, NULL}, [12] = {12, K_FIXED64, NULL}};
+static const MsgSpec HISTOGRAM_POINT = {"HistogramDataPoint", sizeof HISTOGRAM_POINT_FIELDS / sizeof *HISTOGRAM_POINT_FIELDS, HISTOGRAM_POINT_FIELDS};
+static const FieldSpec BUCKETS_FIELDS[] = {[1] = {1, K_SINT32, NULL}, [2] = {2, K_REP_VARINT, NULL}};
+static const MsgSpec BUCKETS = {"Buckets", sizeof BUCKETS_FIELDS / sizeof *BUCKETS_FIELDS, BUCKETS_FIELDS};
+static const FieldSpec EXP_POINT_FIELDS[] = {[1] = {1, K_MSG, &KEY_VALUE}, [2] = {2, K_FIXED64, NULL}, [3] = {3, K_FIXED64, NULL}, [4] = {4, K_FIXED64, NULL}, [5] = {5, K_FIXED64, NULL}, [6] = {6, K_SINT32, NULL}, [7] = {7, K_FIXED64, NULL}, [8] = {8, K_MSG1, &BUCKETS}, [9] = {9, K_MSG1, &BUCKETS}, [10] = {10, K_UINT32, NULL}, [11] = {11, K_MSG, &EXEMPLAR}, [12] = {12, K_FIXED64, NULL}, [13] = {13, K_FIXED64, NULL}, [14] = {14, K_FIXED64, NULL}};
+static const MsgSpec EXP_POINT = {"ExponentialHistogramDataPoint", sizeof EXP_POINT_FIELDS / sizeof *EXP_POINT_FIELDS, EXP_POINT_FIELDS};
+static const FieldSpec QUANTILE_FIELDS[] = {[1] = {1, K_FIXED64, NULL}, [2] = {2, K_FIXED64, NULL}};
+static const MsgSpec QUANTILE = {"ValueAtQuantile", sizeof QUANTILE_FIELDS / sizeof *QUANTILE_FIELDS, QUANTILE_FIELDS};
+static const FieldSpec SUMMARY_POINT_FIELDS[] = {[7] = {7, K_MSG, &KEY_VALUE}, [2] = {2, K_FIXED64, NULL}, [3] = {3, K_FIXED64, NULL}, [4] = {4, K_FIXED64, NULL}, [5] = {5, K_FIXED64, NULL}, [6] = {6, K_MSG, &QUANTILE}, [8] = {8, K_UINT32, NULL}};
+static const MsgSpec SUMMARY_POINT = {"SummaryDataPoint", sizeof SUMMARY_POINT_FIELDS / sizeof *SUMMARY_POINT_FIELDS, SUMMARY_POINT_FIELDS};
+static const FieldSpec GAUGE_FIELDS[] = {[1] = {1, K_MSG, &NUMBER_POINT}};
+static const MsgSpec GAUGE = {"Gauge", sizeof GAUGE_FIELDS / sizeof *GAUGE_FIELDS, GAUGE_FIELDS};
+static const FieldSpec SUM_FIELDS[] = {[1] = {1, K_MSG, &NUMBER_POINT}, [2] = {2, K_INT32, NULL}, [3] = {3, K_VARINT, NULL}};
+static const MsgSpec SUM = {"Sum", sizeof SUM_FIELDS / sizeof *SUM_FIELDS, SUM_FIELDS};
+static const FieldSpec HISTOGRAM_FIELDS[] = {[1] = {1, K_MSG, &HISTOGRAM_POINT}, [2] = {2, K_INT32, NULL}};
+static const MsgSpec HISTOGRAM = {"Histogram", sizeof HISTOGRAM_FIELDS / sizeof *HISTOGRAM_FIELDS, HISTOGRAM_FIELDS};
+static const FieldSpec EXP_HISTOGRAM_FIELDS[] = {[1] = {1, K_MSG, &EXP_POINT}, [2] = {2, K_INT32, NULL}};
+static const MsgSpec EXP_HISTOGRAM = {"ExponentialHistogram", sizeof EXP_HISTOGRAM_FIELDS / sizeof *EXP_HISTOGRAM_FIELDS, EXP_HISTOGRAM_FIELDS};
+static const FieldSpec SUMMARY_FIELDS[] = {[1] = {1, K_MSG, &SUMMARY_POINT}};
+static const MsgSpec SUMMARY = {"Summary", sizeof SUMMARY_FIELDS / sizeof *SUMMARY_FIELDS, SUMMARY_FIELDS};
+static const FieldSpec METRIC_FIELDS[] = {[1] = {1, K_STRING, NULL}, [2] = {2, K_STRING, NULL}, [3] = {3, K_STRING, NULL}, [5] = {5, K_MSG1, &GAUGE}, [7] = {7, K_MSG1, &SUM}, [9] = {9, K_MSG1, &HISTOGRAM}, [10] = {10, K_MSG1, &EXP_HISTOGRAM}, [11] = {11, K_MSG1, &SUMMARY}, [12] = {12, K_MSG, &KEY_VALUE}};
+static const MsgSpec METRIC = {"Metric", sizeof METRIC_FIELDS / sizeof *METRIC_FIELDS, METRIC_FIELDS};
+static const FieldSpec SCOPE_METRICS_FIELDS[] = {[1] = {1, K_MSG1, &SCOPE}, [2] = {2, K_MSG, &METRIC}, [3] = {3, K_STRING, NULL}};
+static const MsgSpec SCOPE_METRICS = {"ScopeMetrics", sizeof SCOPE_METRICS_FIELDS / sizeof *SCOPE_METRICS_FIELDS, SCOPE_METRICS_FIELDS};
+static const FieldSpec RESOURCE_METRICS_FIELDS[] = {[1] = {1, K_MSG1, &RESOURCE}, [2] = {2, K_MSG, &SCOPE_METRICS}, [3] = {3, K_STRING, NULL}};
+static const MsgSpec RESOURCE_METRICS = {"ResourceMetrics", sizeof RESOURCE_METRICS_FIELDS / sizeof *RESOURCE_METRICS_FIELDS, RESOURCE_METRICS_FIELDS};
+static const FieldSpec METRICS_REQUEST_FIELDS[] = {[1] = {1, K_MSG, &RESOURCE_METRICS}};
+static const MsgSpec METRICS_REQUEST = {"ExportMetricsServiceRequest", sizeof METRICS_REQUEST_FIELDS / sizeof *METRICS_REQUEST_FIELDS, METRICS_REQUEST_FIELDS};
 
 static const MsgSpec *const ALL_SPECS[] = {
     &ANY_VALUE,  &ARRAY_VALUE,    &KVLIST,          &KEY_VALUE,     &RESOURCE,      &SCOPE,           &LOG_RECORD,
@@ -368,12 +347,8 @@ static int check_message(const MsgSpec *spec, const uint8_t *p, size_t n, int de
         uint32_t field;
         int wt;
         if (rd_tag(&r, &field, &wt)) return UNDECIDED;
-        int index = -1;
-        for (int i = 0; i < spec->nfields; i++)
-            if (spec->fields[i].num == field) {
-                index = i;
-                break;
-            }
+        /* fields[] is indexed by field number (num 0: a number the message does not define) */
+        int index = field < (uint32_t)spec->nfields && spec->fields[field].num ? (int)field : -1;
         if (index < 0) {
             if (rd_skip(&r, wt)) return UNDECIDED;
             continue;
@@ -527,13 +502,13 @@ static Any any_read(const uint8_t *p, size_t n) {
 typedef struct {
     const uint8_t *key;
     size_t klen;
-    const uint8_t *value; /* the AnyValue message, NULL when the KeyValue has none */
-    size_t vlen;
+    Any value; /* read once; AV_NONE also when the KeyValue has no value (both have no text, JSON null) */
 } Entry;
 
 typedef struct {
     Entry *items;
     size_t n, cap;
+    int too_deep; /* a value (repeated keys included) nests past MAX_ANY_VALUE_DEPTH */
     /* open-addressing index over items, used once a list is long */
     int32_t *slots;
     size_t nslots;
@@ -569,12 +544,11 @@ static int entries_rehash(Entries *e, size_t nslots) {
 }
 
 /* Add a pair; a repeated key keeps its first position and takes the new value (a Python dict). */
-static int entries_add(Entries *e, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen) {
+static int entries_add(Entries *e, const uint8_t *key, size_t klen, Any value) {
     if (e->n < LINEAR_LIMIT && !e->slots) {
         for (size_t i = 0; i < e->n; i++)
             if (e->items[i].klen == klen && memcmp(e->items[i].key, key, klen) == 0) {
                 e->items[i].value = value;
-                e->items[i].vlen = vlen;
                 return OK;
             }
     } else {
@@ -588,7 +562,6 @@ static int entries_add(Entries *e, const uint8_t *key, size_t klen, const uint8_
             Entry *it = &e->items[e->slots[s]];
             if (it->klen == klen && memcmp(it->key, key, klen) == 0) {
                 it->value = value;
-                it->vlen = vlen;
                 return OK;
             }
             s = (s + 1) & (e->nslots - 1);
@@ -606,19 +579,46 @@ static int entries_add(Entries *e, const uint8_t *key, size_t klen, const uint8_
     it->key = key;
     it->klen = klen;
     it->value = value;
-    it->vlen = vlen;
     return OK;
 }
 
 static void entries_clear(Entries *e) {
     e->n = 0;
-    free(e->slots);
-    e->slots = NULL;
-    e->nslots = 0;
+    e->too_deep = 0;
+    if (e->slots) {
+        free(e->slots);
+        e->slots = NULL;
+        e->nslots = 0;
+    }
 }
 
-/* The KeyValue list under ``field`` of a message, deduplicated like a Python dict. */
-static int read_pairs(const uint8_t *p, size_t n, uint32_t field, Entries *out) {
+/* A KeyValue's key and value (the last of each, as protobuf keeps), in one pass; value NULL if absent. */
+static void kv_read(const uint8_t *p, size_t n, const uint8_t **key, size_t *klen, const uint8_t **value,
+                    size_t *vlen) {
+    *key = (const uint8_t *)"";
+    *klen = 0;
+    *value = NULL;
+    *vlen = 0;
+    Rd r = {p, p + n};
+    while (r.p < r.end) {
+        uint32_t field;
+        int wt;
+        rd_tag(&r, &field, &wt);
+        if (field == 1 && wt == 2)
+            rd_bytes(&r, key, klen);
+        else if (field == 2 && wt == 2)
+            rd_bytes(&r, value, vlen);
+        else
+            rd_skip(&r, wt);
+    }
+}
+
+static int too_deep(const uint8_t *p, size_t n, int depth);
+
+/* The KeyValue list under ``field`` of a message, deduplicated like a Python dict; with
+ * ``check_depth``, out->too_deep says whether a value (every one counts, repeated keys
+ * included: the Python dict evaluates them all) nests too deep. */
+static int read_pairs(const uint8_t *p, size_t n, uint32_t field, Entries *out, int check_depth) {
     entries_clear(out);
     Iter it = iter_of(p, n, field);
     const uint8_t *kv;
@@ -626,9 +626,14 @@ static int read_pairs(const uint8_t *p, size_t n, uint32_t field, Entries *out) 
     while (iter_next(&it, &kv, &kvlen)) {
         const uint8_t *key, *value;
         size_t klen, vlen;
-        last_bytes(kv, kvlen, 1, &key, &klen);
-        if (!last_bytes(kv, kvlen, 2, &value, &vlen)) value = NULL;
-        if (entries_add(out, key ? key : (const uint8_t *)"", klen, value, vlen)) return NOMEM;
+        kv_read(kv, kvlen, &key, &klen, &value, &vlen);
+        Any a = {AV_NONE, 0, NULL, 0};
+        if (value) {
+            a = any_read(value, vlen);
+            if (check_depth && !out->too_deep && (a.kind == AV_ARRAY || a.kind == AV_KVLIST))
+                out->too_deep = too_deep(value, vlen, 0);
+        }
+        if (entries_add(out, key, klen, a)) return NOMEM;
     }
     return OK;
 }
@@ -662,10 +667,22 @@ static int value_too_deep(const uint8_t *p, size_t n) {
 /* ------------------------------------------------------------------------------------ */
 /* Text forms (flatten.common.any_value_text and _json_form, byte for byte).             */
 
+/* The decimal digits of ``v`` at the end of s[0..20), returned as their first position. */
+static int decimal_digits(char s[20], uint64_t v) {
+    int k = 20;
+    do {
+        s[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return k;
+}
+
 static int put_int(Buf *b, int64_t v) {
-    char s[32];
-    int k = snprintf(s, sizeof s, "%lld", (long long)v);
-    return buf_put(b, s, (size_t)k);
+    char s[21];
+    uint64_t magnitude = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    int k = decimal_digits(s + 1, magnitude) + 1;
+    if (v < 0) s[--k] = '-';
+    return buf_put(b, s + k, (size_t)(21 - k));
 }
 
 /* The shortest decimal digits that read back as ``v`` (> 0), like Python's repr: at each length
@@ -673,8 +690,19 @@ static int put_int(Buf *b, int64_t v) {
  * interval is lopsided, and the nearest digits may miss it while the next ones hit it). */
 static void shortest_digits(double v, char *digits, int *nd, int *exponent) {
     char s[64];
-    uint64_t power = 1; /* 10^(precision-1) */
-    for (int precision = 1; precision <= 17; precision++, power *= 10) {
+    if (v < 1e15 && v == (double)(uint64_t)v) { /* an integer: its digits are the shortest */
+        int k = decimal_digits(s, (uint64_t)v);
+        *nd = 20 - k;
+        *exponent = *nd - 1;
+        memcpy(digits, s + k, (size_t)*nd);
+        while (*nd > 1 && digits[*nd - 1] == '0') (*nd)--;
+        return;
+    }
+    /* A normal double has one decimal of at most 15 digits that reads back as it, if any (DBL_DIG):
+     * the correctly rounded 15 digits, so shorter precisions need not be tried one by one. */
+    int precision = v >= DBL_MIN ? 15 : 1;
+    uint64_t power = precision == 15 ? 100000000000000ULL : 1; /* 10^(precision-1) */
+    for (; precision <= 17; precision++, power *= 10) {
         snprintf(s, sizeof s, "%.*e", precision - 1, v);
         uint64_t mantissa = 0;
         const char *q = s;
@@ -847,13 +875,13 @@ static int put_json_any(Buf *b, Any a) {
         }
         case AV_KVLIST: {
             Entries pairs = {0};
-            int status = read_pairs(a.p, a.n, 1, &pairs);
+            int status = read_pairs(a.p, a.n, 1, &pairs, 0);
             if (!status) status = buf_put(b, "{", 1) ? NOMEM : OK;
             for (size_t i = 0; !status && i < pairs.n; i++) {
                 if (i && buf_put(b, ",", 1)) status = NOMEM;
                 if (!status) status = put_json_string(b, pairs.items[i].key, pairs.items[i].klen);
                 if (!status && buf_put(b, ":", 1)) status = NOMEM;
-                if (!status) status = put_json(b, pairs.items[i].value, pairs.items[i].vlen);
+                if (!status) status = put_json_any(b, pairs.items[i].value);
             }
             if (!status && buf_put(b, "}", 1)) status = NOMEM;
             entries_free(&pairs);
@@ -869,13 +897,8 @@ static int put_json(Buf *b, const uint8_t *p, size_t n) {
 }
 
 /* any_value_text into ``b``; *is_null when the value has no text (NULL). */
-static int put_text(Buf *b, const uint8_t *p, size_t n, int *is_null) {
+static int put_text_any(Buf *b, Any a, int *is_null) {
     *is_null = 0;
-    if (!p) {
-        *is_null = 1;
-        return OK;
-    }
-    Any a = any_read(p, n);
     switch (a.kind) {
         case AV_NONE: *is_null = 1; return OK;
         case AV_STRING: return buf_put(b, a.p, a.n) ? NOMEM : OK;
@@ -885,6 +908,12 @@ static int put_text(Buf *b, const uint8_t *p, size_t n, int *is_null) {
         case AV_BYTES: return put_base64(b, a.p, a.n);
         default: return put_json_any(b, a);
     }
+}
+
+/* The same for an AnyValue message (NULL: absent). */
+static int put_text(Buf *b, const uint8_t *p, size_t n, int *is_null) {
+    Any none = {AV_NONE, 0, NULL, 0};
+    return put_text_any(b, p ? any_read(p, n) : none, is_null);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -924,23 +953,25 @@ static uint64_t last_varint(const uint8_t *p, size_t n, uint32_t field) {
     return value;
 }
 
-static int pairs_too_deep(const Entries *pairs_unused, const uint8_t *p, size_t n, uint32_t field) {
+/* Whether a value of the KeyValue list under ``field`` nests too deep (read_pairs' check). */
+static int pairs_too_deep(const uint8_t *p, size_t n, uint32_t field) {
     /* Every pair counts, repeated keys included: the Python dict evaluates them all. */
-    (void)pairs_unused;
     Iter it = iter_of(p, n, field);
-    const uint8_t *kv, *value;
-    size_t kvlen, vlen;
-    while (iter_next(&it, &kv, &kvlen))
-        if (last_bytes(kv, kvlen, 2, &value, &vlen) && value_too_deep(value, vlen)) return 1;
+    const uint8_t *kv, *key, *value;
+    size_t kvlen, klen, vlen;
+    while (iter_next(&it, &kv, &kvlen)) {
+        kv_read(kv, kvlen, &key, &klen, &value, &vlen);
+        if (value_too_deep(value, vlen)) return 1;
+    }
     return 0;
 }
 
 static int resource_read(ResourceValue *rv, const uint8_t *p, size_t n) {
     rv->p = p;
     rv->n = n;
-    int status = read_pairs(p, n, 1, &rv->attributes);
+    int status = read_pairs(p, n, 1, &rv->attributes, 1);
     rv->dropped = (uint32_t)last_varint(p, n, 2);
-    rv->too_deep = pairs_too_deep(&rv->attributes, p, n, 1);
+    rv->too_deep = rv->attributes.too_deep;
     return status;
 }
 
@@ -949,9 +980,9 @@ static int scope_read(ScopeValue *sv, const uint8_t *p, size_t n) {
     sv->n = n;
     last_bytes(p, n, 1, &sv->name, &sv->name_len);
     last_bytes(p, n, 2, &sv->version, &sv->version_len);
-    int status = read_pairs(p, n, 3, &sv->attributes);
+    int status = read_pairs(p, n, 3, &sv->attributes, 1);
     sv->dropped = (uint32_t)last_varint(p, n, 4);
-    sv->too_deep = pairs_too_deep(&sv->attributes, p, n, 3);
+    sv->too_deep = sv->attributes.too_deep;
     return status;
 }
 
@@ -1038,7 +1069,7 @@ static size_t col_bytes(const Col *c) {
 }
 
 /* Ends a slot: its validity bit, the count, the nulls. */
-static int col_slot(Col *c, int valid) {
+HOT int col_slot(Col *c, int valid) {
     size_t need = (size_t)(c->n / 8 + 1);
     if (c->validity.len < need) {
         size_t old = c->validity.len;
@@ -1055,7 +1086,7 @@ static int col_slot(Col *c, int valid) {
 }
 
 /* Ends a string, list or map slot whose contents were appended already. */
-static int col_end_var(Col *c, int valid) {
+HOT int col_end_var(Col *c, int valid) {
     size_t end;
     if (c->type == T_STR) {
         end = c->data.len;
@@ -1150,7 +1181,7 @@ static int col_pairs(Col *m, const Entries *pairs) {
         int s = col_str(keys, e->key, e->klen);
         if (s) return s;
         int is_null;
-        if (put_text(&values->data, e->value, e->vlen, &is_null)) return NOMEM;
+        if (put_text_any(&values->data, e->value, &is_null)) return NOMEM;
         if ((s = col_end_var(values, !is_null))) return s;
     }
     return col_end_var(m, 1);
@@ -1158,7 +1189,7 @@ static int col_pairs(Col *m, const Entries *pairs) {
 
 /* The KeyValue list under ``field`` of a message as a map row. */
 static int col_attributes(Col *m, Entries *scratch, const uint8_t *p, size_t n, uint32_t field) {
-    int s = read_pairs(p, n, field, scratch);
+    int s = read_pairs(p, n, field, scratch, 0);
     return s ? s : col_pairs(m, scratch);
 }
 
@@ -1292,21 +1323,92 @@ static void table_reject(Table *t, int64_t index, const char *reason) {
 
 #define TOO_DEEP_REASON "an attribute or body nests deeper than 32 levels"
 
-/* The four context columns (resource, its schema URL, scope, its schema URL) from ``c``. */
-static int context_row(Col *c, const ResourceValue *rv, const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv,
-                       const uint8_t *surl, size_t surl_len) {
+/* What every row under one scope shares: its resource, scope and their schema URLs. */
+typedef struct {
+    ResourceValue rv;
+    ScopeValue sv;
+    const uint8_t *rurl, *surl;
+    size_t rurl_len, surl_len;
+    int64_t first_row; /* the first row written under this scope; -1 before it */
+} Context;
+
+static int bit_of(const Buf *b, int64_t i) { return (b->p[i / 8] >> (i % 8)) & 1; }
+
+/* Appends slots [from, from + count) of ``c`` once more, children included, as the builders
+ * above would write them again (the same bytes, validity and byte count). */
+static int col_copy(Col *c, int64_t from, int64_t count) {
     int s;
+    size_t width = c->type == T_I64 || c->type == T_F64 ? 8 : c->type == T_I32 ? 4 : 0;
+    if (c->type == T_STR || c->type == T_LIST || c->type == T_MAP) {
+        int32_t start, end;
+        memcpy(&start, c->offsets.p + 4 * from, 4);
+        memcpy(&end, c->offsets.p + 4 * (from + count), 4);
+        size_t base;
+        if (c->type == T_STR) {
+            size_t bytes = (size_t)(end - start);
+            if (buf_reserve(&c->data, bytes)) return NOMEM;
+            base = c->data.len;
+            memcpy(c->data.p + base, c->data.p + start, bytes);
+            c->data.len += bytes;
+            *c->total += bytes;
+        } else {
+            base = (size_t)c->children[0].n;
+            for (int i = 0; i < c->nchildren; i++)
+                if ((s = col_copy(&c->children[i], start, end - start))) return s;
+        }
+        if (base + (size_t)(end - start) > (size_t)INT32_LIMIT) return UNDECIDED; /* past Arrow's 32-bit offsets */
+        if (buf_reserve(&c->offsets, 4 * (size_t)count)) return NOMEM;
+        const int32_t *source = (const int32_t *)c->offsets.p + from + 1; /* int32-aligned: malloc'd, 4 a slot */
+        int32_t *target = (int32_t *)(c->offsets.p + c->offsets.len), shift = (int32_t)base - start;
+        for (int64_t i = 0; i < count; i++) target[i] = source[i] + shift;
+        c->offsets.len += 4 * (size_t)count;
+        *c->total += 4 * (size_t)count;
+    } else if (width) {
+        if (buf_reserve(&c->data, width * (size_t)count)) return NOMEM;
+        memcpy(c->data.p + c->data.len, c->data.p + width * (size_t)from, width * (size_t)count);
+        c->data.len += width * (size_t)count;
+        *c->total += width * (size_t)count;
+    } else if (c->type == T_STRUCT) {
+        for (int i = 0; i < c->nchildren; i++)
+            if ((s = col_copy(&c->children[i], from, count))) return s;
+    }
+    for (int64_t i = 0; i < count; i++) {
+        if (c->type == T_BOOL) { /* the value bit, as col_bool and col_null set it */
+            size_t need = (size_t)(c->n / 8 + 1);
+            if (c->data.len < need) {
+                uint8_t zero = 0;
+                if (buf_put(&c->data, &zero, 1)) return NOMEM;
+            }
+            if (bit_of(&c->data, from + i)) c->data.p[c->n / 8] |= (uint8_t)(1u << (c->n % 8));
+        }
+        if ((s = col_slot(c, bit_of(&c->validity, from + i)))) return s;
+    }
+    return OK;
+}
+
+/* The four context columns (resource, its schema URL, scope, its schema URL) from ``c``: written
+ * for the first row under a scope, copied for the next ones. */
+static int context_row(Col *c, Context *x) {
+    int s;
+    if (x->first_row >= 0) {
+        for (int i = 0; i < 4; i++)
+            if ((s = col_copy(&c[i], x->first_row, 1))) return s;
+        return OK;
+    }
+    x->first_row = c[0].n;
+    const ResourceValue *rv = &x->rv;
+    const ScopeValue *sv = &x->sv;
     if ((s = col_pairs(&c[0].children[0], &rv->attributes))) return s;
     if ((s = col_i32(&c[0].children[1], rv->dropped))) return s;
     if ((s = col_slot(&c[0], 1))) return s;
-    if ((s = col_text(&c[1], rurl, rurl_len))) return s;
+    if ((s = col_text(&c[1], x->rurl, x->rurl_len))) return s;
     Col *scope = &c[2];
     if ((s = col_text(&scope->children[0], sv->name, sv->name_len))) return s;
     if ((s = col_text(&scope->children[1], sv->version, sv->version_len))) return s;
     if ((s = col_pairs(&scope->children[2], &sv->attributes))) return s;
     if ((s = col_i32(&scope->children[3], sv->dropped))) return s;
     if ((s = col_slot(scope, 1))) return s;
-    return col_text(&c[3], surl, surl_len);
+    return col_text(&c[3], x->surl, x->surl_len);
 }
 
 /* One row done: the top struct's slot, and the budget. */
@@ -1336,7 +1438,7 @@ static int long_rejection(char *reason, size_t size, const char *field, uint64_t
 }
 
 static int depth_rejection(char *reason, size_t size, const uint8_t *p, size_t n, uint32_t field) {
-    if (pairs_too_deep(NULL, p, n, field)) {
+    if (pairs_too_deep(p, n, field)) {
         snprintf(reason, size, "%s", TOO_DEEP_REASON);
         return 1;
     }
@@ -1344,43 +1446,40 @@ static int depth_rejection(char *reason, size_t size, const uint8_t *p, size_t n
 }
 
 /* Walks every resource and scope of a request; ``record`` is called for each item. */
-typedef int (*ItemFn)(Table *t, const uint8_t *item, size_t len, Col *context, const ResourceValue *rv,
-                      const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv, const uint8_t *surl,
-                      size_t surl_len, int64_t *index);
+typedef int (*ItemFn)(Table *t, const uint8_t *item, size_t len, Col *context, Context *x, int64_t *index);
 
 static int walk_request(Table *t, const MsgSpec *spec, const uint8_t *body, size_t size, int context_column,
                         ItemFn item_fn) {
     int status = check_message(spec, body, size, 0);
     if (status) return status;
-    ResourceValue rv;
-    ScopeValue sv;
-    memset(&rv, 0, sizeof rv);
-    memset(&sv, 0, sizeof sv);
+    Context x;
+    memset(&x, 0, sizeof x);
     int64_t index = 0;
     Col *context = &t->root.children[context_column];
     Iter resources = iter_of(body, size, 1);
     const uint8_t *rl, *sl, *item;
     size_t rl_len, sl_len, item_len;
     while (!status && iter_next(&resources, &rl, &rl_len)) {
-        const uint8_t *res, *rurl;
-        size_t res_len, rurl_len;
+        const uint8_t *res;
+        size_t res_len;
         last_bytes(rl, rl_len, 1, &res, &res_len);
-        last_bytes(rl, rl_len, 3, &rurl, &rurl_len);
-        if ((status = resource_read(&rv, res, res_len))) break;
+        last_bytes(rl, rl_len, 3, &x.rurl, &x.rurl_len);
+        if ((status = resource_read(&x.rv, res, res_len))) break;
         Iter scopes = iter_of(rl, rl_len, 2);
         while (!status && iter_next(&scopes, &sl, &sl_len)) {
-            const uint8_t *scope, *surl;
-            size_t scope_len, surl_len;
+            const uint8_t *scope;
+            size_t scope_len;
             last_bytes(sl, sl_len, 1, &scope, &scope_len);
-            last_bytes(sl, sl_len, 3, &surl, &surl_len);
-            if ((status = scope_read(&sv, scope, scope_len))) break;
+            last_bytes(sl, sl_len, 3, &x.surl, &x.surl_len);
+            if ((status = scope_read(&x.sv, scope, scope_len))) break;
+            x.first_row = -1;
             Iter items = iter_of(sl, sl_len, 2);
             while (!status && iter_next(&items, &item, &item_len))
-                status = item_fn(t, item, item_len, context, &rv, rurl, rurl_len, &sv, surl, surl_len, &index);
+                status = item_fn(t, item, item_len, context, &x, &index);
         }
     }
-    entries_free(&rv.attributes);
-    entries_free(&sv.attributes);
+    entries_free(&x.rv.attributes);
+    entries_free(&x.sv.attributes);
     return status;
 }
 
@@ -1468,11 +1567,10 @@ static int span_rejection(const Fields *f, const uint8_t *p, size_t n, char *rea
     return 0;
 }
 
-static int span_item(Table *t, const uint8_t *p, size_t n, Col *context, const ResourceValue *rv, const uint8_t *rurl,
-                     size_t rurl_len, const ScopeValue *sv, const uint8_t *surl, size_t surl_len, int64_t *index) {
+static int span_item(Table *t, const uint8_t *p, size_t n, Col *context, Context *x, int64_t *index) {
     char reason[160];
     ++*index;
-    if (rv->too_deep || sv->too_deep) {
+    if (x->rv.too_deep || x->sv.too_deep) {
         table_reject(t, *index, TOO_DEEP_REASON);
         return OK;
     }
@@ -1529,7 +1627,7 @@ static int span_item(Table *t, const uint8_t *p, size_t n, Col *context, const R
     TRY(col_text(&c[15].children[0], f_p(&g, 2), f_n(&g, 2)));
     TRY(col_enum(&c[15].children[1], STATUS_NAMES, 8, (int32_t)f_v(&g, 3)));
     TRY(col_slot(&c[15], 1));
-    TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
+    TRY(context_row(context, x));
     return table_row_done(t);
 }
 
@@ -1545,34 +1643,35 @@ enum { LG_CONTEXT = 11 };
 static char SEVERITY_NAMES[32][40]; /* set by configure(); "" where the enum has no name */
 
 /* Checks in the order flatten.logs._log_row computes the values: the first failure is the reason. */
-static int log_rejection(const Fields *f, const uint8_t *p, size_t n, char *reason, size_t size) {
+static int log_rejection(const Fields *f, int attributes_too_deep, char *reason, size_t size) {
     if (id_rejection(reason, size, "trace_id", f_n(f, 9), 16)) return 1;
     if (id_rejection(reason, size, "span_id", f_n(f, 10), 8)) return 1;
     if (long_rejection(reason, size, "time_unix_nano", f_v(f, 1))) return 1;
     if (long_rejection(reason, size, "observed_time_unix_nano", f_v(f, 11))) return 1;
-    if (value_too_deep(f_p(f, 5), f_n(f, 5))) {
+    if (value_too_deep(f_p(f, 5), f_n(f, 5)) || attributes_too_deep) {
         snprintf(reason, size, "%s", TOO_DEEP_REASON);
         return 1;
     }
-    return depth_rejection(reason, size, p, n, 6);
+    return 0;
 }
 
-static int log_item(Table *t, const uint8_t *p, size_t n, Col *context, const ResourceValue *rv, const uint8_t *rurl,
-                    size_t rurl_len, const ScopeValue *sv, const uint8_t *surl, size_t surl_len, int64_t *index) {
+static int log_item(Table *t, const uint8_t *p, size_t n, Col *context, Context *x, int64_t *index) {
     char reason[160];
     ++*index;
-    if (rv->too_deep || sv->too_deep) {
+    if (x->rv.too_deep || x->sv.too_deep) {
         table_reject(t, *index, TOO_DEEP_REASON);
         return OK;
     }
     Fields f;
     scan_fields(p, n, &f);
-    if (log_rejection(&f, p, n, reason, sizeof reason)) {
+    int s = read_pairs(p, n, 6, &t->scratch, 1);
+    if (s) return s;
+    if (log_rejection(&f, t->scratch.too_deep, reason, sizeof reason)) {
         table_reject(t, *index, reason);
         return OK;
     }
     Col *c = t->root.children;
-    int s, is_null;
+    int is_null;
     TRY(col_text(&c[0], f_p(&f, 12), f_n(&f, 12)));
     TRY(col_hex(&c[1], f_p(&f, 9), f_n(&f, 9)));
     TRY(col_hex(&c[2], f_p(&f, 10), f_n(&f, 10)));
@@ -1582,10 +1681,10 @@ static int log_item(Table *t, const uint8_t *p, size_t n, Col *context, const Re
     TRY(col_text(&c[6], f_p(&f, 3), f_n(&f, 3)));
     if (put_text(&c[7].data, f_p(&f, 5), f_n(&f, 5), &is_null)) return NOMEM;
     TRY(col_end_var(&c[7], !is_null));
-    TRY(col_attributes(&c[8], &t->scratch, p, n, 6));
+    TRY(col_pairs(&c[8], &t->scratch));
     TRY(col_i32(&c[9], (uint32_t)f_v(&f, 7)));
     TRY(col_i32(&c[10], (uint32_t)f_v(&f, 8)));
-    TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
+    TRY(context_row(context, x));
     return table_row_done(t);
 }
 
@@ -1768,9 +1867,7 @@ static int point_struct(Table *t, int kind, Col *c, const Fields *f, const uint8
     return col_slot(c, 1);
 }
 
-static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, const ResourceValue *rv,
-                       const uint8_t *rurl, size_t rurl_len, const ScopeValue *sv, const uint8_t *surl,
-                       size_t surl_len, int64_t *index) {
+static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, Context *x, int64_t *index) {
     Fields mf, data, f;
     scan_fields(m, mlen, &mf);
     /* The data oneof: the last of its fields on the wire (each is there at most once). */
@@ -1784,7 +1881,7 @@ static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, co
     const uint8_t *points_p = f_p(&mf, METRIC_FIELDS_OF_TYPE[kind]);
     size_t points_n = f_n(&mf, METRIC_FIELDS_OF_TYPE[kind]);
     scan_fields(points_p, points_n, &data);
-    int metadata_deep = pairs_too_deep(NULL, m, mlen, 12);
+    int metadata_deep = pairs_too_deep(m, mlen, 12);
     Col *c = t->root.children;
     Iter points = iter_of(points_p, points_n, 1);
     const uint8_t *p;
@@ -1793,7 +1890,7 @@ static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, co
     while (iter_next(&points, &p, &n)) {
         char reason[160];
         ++*index;
-        if (rv->too_deep || sv->too_deep || metadata_deep) {
+        if (x->rv.too_deep || x->sv.too_deep || metadata_deep) {
             table_reject(t, *index, TOO_DEEP_REASON);
             continue;
         }
@@ -1809,7 +1906,7 @@ static int metric_item(Table *t, const uint8_t *m, size_t mlen, Col *context, co
         for (int k = 0; k < 5; k++)
             TRY(k == kind ? point_struct(t, kind, &c[MT_GAUGE + k], &f, p, n, &data) : col_null(&c[MT_GAUGE + k]));
         TRY(col_attributes(&c[MT_METADATA], &t->scratch, m, mlen, 12));
-        TRY(context_row(context, rv, rurl, rurl_len, sv, surl, surl_len));
+        TRY(context_row(context, x));
         TRY(table_row_done(t));
     }
     return OK;
@@ -2056,9 +2153,17 @@ static PyObject *py_known_fields(PyObject *self, PyObject *unused) {
     if (!result) return NULL;
     for (size_t i = 0; i < sizeof ALL_SPECS / sizeof *ALL_SPECS; i++) {
         const MsgSpec *spec = ALL_SPECS[i];
-        PyObject *numbers = PyList_New(spec->nfields);
+        PyObject *numbers = PyList_New(0);
         if (!numbers) goto fail;
-        for (int k = 0; k < spec->nfields; k++) PyList_SET_ITEM(numbers, k, PyLong_FromUnsignedLong(spec->fields[k].num));
+        for (int k = 0; k < spec->nfields; k++) {
+            PyObject *number = spec->fields[k].num ? PyLong_FromUnsignedLong(spec->fields[k].num) : NULL;
+            if (spec->fields[k].num && (!number || PyList_Append(numbers, number))) {
+                Py_XDECREF(number);
+                Py_DECREF(numbers);
+                goto fail;
+            }
+            Py_XDECREF(number);
+        }
         if (PyDict_SetItemString(result, spec->name, numbers)) {
             Py_DECREF(numbers);
             goto fail;
