@@ -143,6 +143,7 @@ async def _hang_until_disconnect(request: Request) -> None:
     sat out Process.stop's 30 s before killing the fake."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
+    stats["cancelled"] += 1
 
 
 async def _emit(events: list[bytes], behaviour: str) -> AsyncIterator[bytes]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 import pytest
 from gateway_support import ALICE, BOB, FAKE_KEY, PRINCIPALS, Fake, GatewayProcess, endpoints_toml
 
@@ -484,6 +485,28 @@ def test_client_disconnect_cancels_the_upstream_call(fake: Fake, gateway: Gatewa
         next(response.iter_raw())
     wait_until(lambda: fake.stats()["cancelled"] > before, "the fake provider to see the cancellation")
     row = gateway.row(USAGE_TABLE, request_id)
+    assert row["status_code"] == 499 and "cancelled" in row["error"]
+
+
+def test_client_leaving_before_the_providers_answer_cancels_the_upstream_call(
+    fake: Fake, gateway: GatewayProcess
+) -> None:
+    before = fake.stats()["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before the endpoint's 3 s
+        httpx.post(
+            f"{gateway.url}/anthropic/v1/messages",
+            json={"model": "claude-x-hang", "messages": []},
+            headers={"x-api-key": ALICE},
+            timeout=httpx.Timeout(30, read=0.3),
+        )
+    wait_until(lambda: fake.stats()["cancelled"] > before, "the fake provider to see the connection close")
+
+    def left() -> dict[str, Any] | None:  # the only call of this module to claude-x-hang
+        frame = gateway.table(USAGE_TABLE)
+        rows = [] if frame.is_empty() else frame.filter(pl.col("destination_model") == "claude-x-hang").to_dicts()
+        return rows[0] if rows else None
+
+    row = wait_until(left, "the usage row of the call the client left")
     assert row["status_code"] == 499 and "cancelled" in row["error"]
 
 
