@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from otel_ingest.gateway.upstream import (
     HIGH_WATER,
     ConnectError,
@@ -53,6 +55,8 @@ class Scripted:
                 )
                 self.requests.append(head + await reader.readexactly(length))
                 path = head.split(b" ")[1]
+                if path.startswith(b"http://"):  # absolute form: this server is a proxy
+                    path = b"/" + path.split(b"/", 3)[3]
                 if path == b"/chunked":
                     writer.write(HEAD + b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
                 elif path == b"/length":
@@ -186,5 +190,23 @@ def test_failures_are_upstream_errors_and_a_stopped_relay_closes_its_connection(
             raise AssertionError("a refused connection must raise")
         except ConnectError:
             pass
+
+    run(test)
+
+
+def test_with_a_proxy_in_the_environment_calls_go_through_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def test(_: Upstream, scripted: Scripted, url: str) -> None:
+        monkeypatch.setenv("HTTP_PROXY", url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        upstream = Upstream()
+        try:
+            assert upstream.proxied is not None
+            response = await upstream.send("POST", "http://provider.invalid/chunked", [("x-a", "1")], b"{}", 5, 5)
+            assert response.status_code == 200 and response.header(b"content-type") == "text/event-stream"
+            assert await body_of(response) == b"hello world"
+            assert scripted.requests[-1].startswith(b"POST http://provider.invalid/chunked HTTP/1.1\r\n")
+        finally:
+            await upstream.aclose()
 
     run(test)
