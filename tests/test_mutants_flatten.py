@@ -20,10 +20,11 @@ import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otel_ingest.errors import RecordRejected
-from otel_ingest.flatten import flatten_logs, flatten_metrics
+from otel_ingest.flatten import flatten_logs, flatten_metrics, flatten_traces
 from otel_ingest.flatten.common import BatchColumns, Columns, any_value_text, arrow_bytes
 
 TRACE = bytes(range(16))
@@ -221,6 +222,73 @@ def test_log_records_become_exactly_these_rows() -> None:
             "dropped_attributes_count": 0,
             "flags": 0,
         },
+    ]
+
+
+def test_spans_become_exactly_these_rows() -> None:
+    """Every field of a span, its event and its link holds a value no neighbour holds,
+    so two values swapped (trace and span ids, start and end...) change the row."""
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add(schema_url="https://s")
+    span = scope.spans.add(
+        trace_id=TRACE,
+        span_id=SPAN,
+        trace_state="ts=1",
+        parent_span_id=bytes(range(8, 16)),
+        flags=0x80000001,
+        name="op",
+        kind=3,
+        start_time_unix_nano=10,
+        end_time_unix_nano=TOP,
+        dropped_attributes_count=4,
+        dropped_events_count=6,
+        dropped_links_count=10,
+    )
+    span.attributes.extend(pairs(("x", 1)))
+    event = span.events.add(time_unix_nano=7, name="ev", dropped_attributes_count=5)
+    event.attributes.extend(pairs(("e", "v")))
+    link = span.links.add(
+        trace_id=bytes(range(16, 32)),
+        span_id=bytes(range(16, 24)),
+        trace_state="lt",
+        dropped_attributes_count=8,
+        flags=9,
+    )
+    link.attributes.extend(pairs(("l", True)))
+    span.status.message, span.status.code = "bad", 2
+    scope.spans.add(span_id=b"short")  # rejected
+    flattened = flatten_traces(request)
+    assert (flattened.rows, flattened.rejected) == (1, 1)
+    assert flattened.first_error == "1 span rejected; first: span 2: span_id must be 8 bytes, got 5"
+    batch = flattened.batch
+    assert rows(batch, *batch.schema.names[:16]) == [
+        {
+            "trace_id": TRACE.hex(),
+            "span_id": SPAN.hex(),
+            "trace_state": "ts=1",
+            "parent_span_id": bytes(range(8, 16)).hex(),
+            "flags": 1 - (1 << 31),
+            "name": "op",
+            "kind": "SPAN_KIND_CLIENT",
+            "start_time_unix_nano": 10,
+            "end_time_unix_nano": TOP,
+            "attributes": {"x": "1"},
+            "dropped_attributes_count": 4,
+            "events": [{"time_unix_nano": 7, "name": "ev", "attributes": {"e": "v"}, "dropped_attributes_count": 5}],
+            "dropped_events_count": 6,
+            "links": [
+                {
+                    "trace_id": bytes(range(16, 32)).hex(),
+                    "span_id": bytes(range(16, 24)).hex(),
+                    "trace_state": "lt",
+                    "attributes": {"l": "true"},
+                    "dropped_attributes_count": 8,
+                    "flags": 9,
+                }
+            ],
+            "dropped_links_count": 10,
+            "status": {"message": "bad", "code": "STATUS_CODE_ERROR"},
+        }
     ]
 
 

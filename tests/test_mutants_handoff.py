@@ -140,6 +140,11 @@ def test_hand_offs_are_committed_by_the_tables_owner(tmp_path: Path) -> None:
                 assert (sender.handoff.slot, owner.handoff.slot) == (0, 1)
                 first = await asyncio.wait_for((await sender.submit(NAME, "logs", rows("a"), 10)).done, 30)
                 second = await sender.submit(NAME, "logs", rows("b-0", "b-1"), 10)
+                for _ in range(10):  # the sender wakes for it and decides (no thread involved)
+                    await asyncio.sleep(0)
+                # A sender hands rows off at once, not after a commit interval of its own (the
+                # owner's interval gathers them): the request is taken as a group already.
+                assert table_writer(sender)._sequence == 2
                 await wait_for(lambda: len(table_writer(owner)._queue) == 1, "the first hand-off queued")
                 third = await sender.submit(NAME, "logs", rows("c"), 10)
                 await wait_for(lambda: len(table_writer(owner)._queue) == 2, "the second hand-off queued")

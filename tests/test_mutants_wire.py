@@ -320,3 +320,16 @@ def test_status_bodies_in_both_encodings() -> None:
         code=3, message="bad body"
     )
     assert json.loads(wire.encode_status(8, "slow down", "json")) == {"code": 8, "message": "slow down"}
+
+
+def test_only_json_that_is_not_protobuf_counts_as_json_labelled_protobuf() -> None:
+    """The native decoder's fallback asks mislabelled_json whether a body it could not read as
+    protobuf is Codex CLI's JSON: yes only for a body starting with ``{`` (after white space)
+    that protobuf cannot parse; other garbage must keep its protobuf error message."""
+    assert wire.mislabelled_json("logs", b'{"resourceLogs":[]}')
+    assert wire.mislabelled_json("logs", b' \n{"resourceLogs":[]}')
+    assert not wire.mislabelled_json("logs", b"\xff\xff")  # not protobuf, not JSON either
+    assert not wire.mislabelled_json("logs", b"")
+    # `{|` is field 15 as a group that opens and closes: valid protobuf that starts with `{`.
+    assert logs_service_pb2.ExportLogsServiceRequest.FromString(b"{|") is not None
+    assert not wire.mislabelled_json("logs", b"{|")

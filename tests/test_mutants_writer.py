@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import deltalake
@@ -274,6 +275,29 @@ def test_a_busy_table_gathers_requests_until_its_interval(
         versions = await asyncio.wait_for(asyncio.gather(waiting, filling), 30)
         await writer.close()
         return versions
+
+    assert asyncio.run(scenario()) == [2, 2]
+
+
+def test_a_table_that_just_committed_waits_out_its_interval_even_under_a_second(tmp_path: Path) -> None:
+    """With a 1 s interval, a request arriving right after a commit waits for the rest of
+    it, so the next one joins its commit (a writer that commits whenever less than a
+    second remains would never gather anything at the default 50 ms)."""
+
+    async def scenario() -> list[int]:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=1.0))
+        await writer.append(rows("first"), 10)  # an idle table commits at once
+        later = rows("b")
+        # The interval counts from when that commit started; count it from now, so that how
+        # long the commit took on a loaded machine does not eat into the window.
+        writer._last_commit = time.monotonic()
+        waiting = asyncio.create_task(writer.append(rows("a"), 10))
+        for _ in range(10):  # the writer wakes for it and decides (no thread involved yet)
+            await asyncio.sleep(0)
+        joining = asyncio.create_task(writer.append(later, 10))
+        await _until_queued([joining])
+        await asyncio.wait_for(writer.close(), 30)  # commits what waits, without waiting the second
+        return await asyncio.gather(waiting, joining)
 
     assert asyncio.run(scenario()) == [2, 2]
 

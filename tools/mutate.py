@@ -198,6 +198,25 @@ class _Sites(ast.NodeVisitor):
     def visit_Raise(self, node: ast.Raise) -> None:
         pass  # the raised error's text is a message; whether it is raised is mutated by `if`
 
+    def visit_Return(self, node: ast.Return) -> None:
+        # A row built as a returned tuple (flatten/): two neighbouring values swapped, the
+        # audit's "trace and span ids swapped" kind of bug.
+        if isinstance(node.value, ast.Tuple):
+            self._swaps(node.value, node.value.elts)
+        self.generic_visit(node)
+
+    def visit_Dict(self, node: ast.Dict) -> None:
+        self._swaps(node, node.values)
+        self.generic_visit(node)
+
+    def _swaps(self, node: ast.AST, items: list[ast.expr]) -> None:
+        for index in range(len(items) - 1):
+            first, second = (ast.unparse(item) for item in items[index : index + 2])
+            if first == second:
+                continue  # the same code either way
+            first, second = first[:25], second[:25]
+            self._add(node, "swap", index, f"swap `{first}` and `{second}`")
+
 
 def _op(op: ast.AST) -> str:
     symbols = {
@@ -234,6 +253,10 @@ def _mutate(node: ast.AST, kind: str, variant: int) -> ast.AST:
         if not swap:
             return node.args[0]
         node.func.id = swap
+    elif kind == "swap":
+        assert isinstance(node, (ast.Tuple, ast.Dict))
+        items = node.elts if isinstance(node, ast.Tuple) else node.values
+        items[variant], items[variant + 1] = items[variant + 1], items[variant]
     elif kind == "if":
         assert isinstance(node, ast.If)
         node.test = ast.copy_location(ast.Constant(False), node.test)
@@ -303,8 +326,8 @@ class Sandbox:
     def write(self, module: str, text: str) -> None:
         (self.folder / module).write_text(text, encoding="utf-8")
 
-    def run(self, tests: list[str], timeout: float) -> tuple[str, float, str]:
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(self.folder)}
+    def run(self, tests: list[str], timeout: float, extra_env: dict[str, str] | None = None) -> tuple[str, float, str]:
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(self.folder), **(extra_env or {})}
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
         started = time.monotonic()
         process = subprocess.Popen(
@@ -431,6 +454,9 @@ SWEEPS: dict[str, tuple[str, str | None, list[str]]] = {
     "handoff": ("otel_ingest/handoff.py", None, ["tests/test_mutants_handoff.py"]),
     "flatten-common": ("otel_ingest/flatten/common.py", None, ["tests/test_mutants_flatten.py"]),
     "flatten-metrics": ("otel_ingest/flatten/metrics.py", None, ["tests/test_mutants_flatten.py"]),
+    # logs.py and traces.py are rows built as tuples and dicts: only the swap operator applies.
+    "flatten-logs": ("otel_ingest/flatten/logs.py", None, ["tests/test_mutants_flatten.py"]),
+    "flatten-traces": ("otel_ingest/flatten/traces.py", None, ["tests/test_mutants_flatten.py"]),
     # CI runs this one (about two minutes): the exactly-once checks of the commit path.
     "ci": (
         "otel_ingest/writer.py",
@@ -742,10 +768,14 @@ def run_mutants(
                 f"{mutant.id:4} {module}:{mutant.line} {mutant.function}: {mutant.description}  @ {mutant.site}{known}"
             )
         return 0
+    # The servers decode protobuf with the native decoder, which has its own flatteners in C
+    # (docs/decoder.md): a mutant of flatten/ is seen by a server-level test only when the
+    # server runs the Python path. (The in-process tests call the flatteners directly.)
+    env = {"OTEL_INGEST_DECODER": "python"} if module.startswith("otel_ingest/flatten/") else {}
     sandbox = Sandbox()
     outcomes: list[Outcome] = []
     try:
-        status, baseline, output = sandbox.run(tests, timeout_seconds or 600)
+        status, baseline, output = sandbox.run(tests, timeout_seconds or 600, env)
         if status != "survived":
             print(f"The tests fail without any mutant ({status}); fix them first.\n{output[-3000:]}")
             return 2
@@ -758,7 +788,7 @@ def run_mutants(
             if only and mutant.id not in only:
                 continue
             sandbox.write(module, text)
-            status, seconds, _ = sandbox.run(tests, timeout)
+            status, seconds, _ = sandbox.run(tests, timeout, env)
             if status == "survived" and mutant.key in EQUIVALENT.get(module, set()):
                 status = "equivalent"
             outcomes.append(Outcome(mutant, status, seconds))
