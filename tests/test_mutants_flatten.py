@@ -421,21 +421,38 @@ def metrics_request() -> ExportMetricsServiceRequest:
     gauge.gauge.data_points.add()  # 3: no value
     total = scope.metrics.add(name="s")
     total.sum.aggregation_temporality, total.sum.is_monotonic = 2, True
-    total.sum.data_points.add(as_double=2.0)  # 4
+    # Every field of the points below holds a value its neighbours do not (start and end
+    # times, flags, attributes), so two values swapped in a struct change the row.
+    total.sum.data_points.add(as_double=2.0, start_time_unix_nano=11, time_unix_nano=12, flags=2).attributes.extend(
+        pairs(("s", "1"))
+    )  # 4
     total.sum.data_points.add(as_int=1).exemplars.add(trace_id=b"12345")  # 5: rejected
     scope.metrics.add(name="no data")
     histogram = scope.metrics.add(name="h").histogram
     histogram.aggregation_temporality = 7
-    histogram.data_points.add(count=3, sum=6.0, bucket_counts=[1, 2], explicit_bounds=[1.0], min=0.5)  # 6
+    histogram.data_points.add(
+        count=3,
+        sum=6.0,
+        bucket_counts=[1, 2],
+        explicit_bounds=[1.0],
+        min=0.5,
+        start_time_unix_nano=21,
+        time_unix_nano=22,
+    ).attributes.extend(pairs(("h", "1")))  # 6
     histogram.data_points.add(bucket_counts=[1, TOP + 1])  # 7: rejected
     histogram.data_points.add(count=TOP, bucket_counts=[TOP])  # 8
     exponential = scope.metrics.add(name="e").exponential_histogram
     exponential.aggregation_temporality = 1
-    point9 = exponential.data_points.add(scale=2, zero_count=1, zero_threshold=0.5, count=4, max=9.0)  # 9
+    point9 = exponential.data_points.add(
+        scale=2, zero_count=1, zero_threshold=0.5, count=4, max=9.0, start_time_unix_nano=31, time_unix_nano=32, flags=4
+    )  # 9
+    point9.attributes.extend(pairs(("e", "1")))
     point9.positive.offset, point9.negative.offset = -1, 3
     point9.positive.bucket_counts.extend([1, 2])
     summary = scope.metrics.add(name="q").summary
-    quantiles = summary.data_points.add(count=2, sum=3.0, flags=0xFFFFFFFF).quantile_values  # 10
+    point10 = summary.data_points.add(count=2, sum=3.0, flags=0xFFFFFFFF, start_time_unix_nano=41, time_unix_nano=42)
+    point10.attributes.extend(pairs(("q", "1")))
+    quantiles = point10.quantile_values  # 10
     quantiles.add(quantile=0.5, value=1.0)
     quantiles.add(quantile=1.0, value=2.0)
     deep = request.resource_metrics.add()
@@ -492,35 +509,58 @@ def test_data_points_become_exactly_these_rows() -> None:
         {"time_unix_nano": 0, "value": 4.0, "span_id": None, "trace_id": None, "filtered_attributes": {}}
     ]
     assert (gauges[2]["value"], gauges[2]["exemplars"]) == (None, [])
-    assert structs[3]["sum"]["value"] == 2.0
-    assert structs[3]["sum"]["aggregation_temporality"] == "AGGREGATION_TEMPORALITY_CUMULATIVE"
-    assert structs[3]["sum"]["is_monotonic"] is True
+    assert structs[3]["sum"] == {
+        "start_time_unix_nano": 11,
+        "time_unix_nano": 12,
+        "value": 2.0,
+        "exemplars": [],
+        "attributes": {"s": "1"},
+        "flags": 2,
+        "aggregation_temporality": "AGGREGATION_TEMPORALITY_CUMULATIVE",
+        "is_monotonic": True,
+    }
     first, last = structs[4]["histogram"], structs[5]["histogram"]
-    assert {k: first[k] for k in ("count", "sum", "bucket_counts", "explicit_bounds", "min", "max")} == {
+    assert first == {
+        "start_time_unix_nano": 21,
+        "time_unix_nano": 22,
         "count": 3,
         "sum": 6.0,
         "bucket_counts": [1, 2],
         "explicit_bounds": [1.0],
+        "exemplars": [],
+        "attributes": {"h": "1"},
+        "flags": 0,
         "min": 0.5,
         "max": None,
+        "aggregation_temporality": "7",
     }
-    assert first["aggregation_temporality"] == "7"
     assert (last["count"], last["sum"], last["bucket_counts"]) == (TOP, None, [TOP])
-    exponential = structs[6]["exponential_histogram"]
-    assert {k: exponential[k] for k in ("scale", "zero_count", "zero_threshold", "count", "min", "max")} == {
+    assert structs[6]["exponential_histogram"] == {
+        "attributes": {"e": "1"},
+        "start_time_unix_nano": 31,
+        "time_unix_nano": 32,
+        "count": 4,
+        "sum": None,
         "scale": 2,
         "zero_count": 1,
-        "zero_threshold": 0.5,
-        "count": 4,
+        "positive_bucket": {"offset": -1, "bucket_counts": [1, 2]},
+        "negative_bucket": {"offset": 3, "bucket_counts": []},
+        "flags": 4,
+        "exemplars": [],
         "min": None,
         "max": 9.0,
+        "zero_threshold": 0.5,
+        "aggregation_temporality": "AGGREGATION_TEMPORALITY_DELTA",
     }
-    assert exponential["positive_bucket"] == {"offset": -1, "bucket_counts": [1, 2]}
-    assert exponential["negative_bucket"] == {"offset": 3, "bucket_counts": []}
-    assert exponential["aggregation_temporality"] == "AGGREGATION_TEMPORALITY_DELTA"
-    summary = structs[7]["summary"]
-    assert (summary["count"], summary["sum"], summary["flags"]) == (2, 3.0, -1)
-    assert summary["quantile_values"] == [{"quantile": 0.5, "value": 1.0}, {"quantile": 1.0, "value": 2.0}]
+    assert structs[7]["summary"] == {
+        "start_time_unix_nano": 41,
+        "time_unix_nano": 42,
+        "count": 2,
+        "sum": 3.0,
+        "quantile_values": [{"quantile": 0.5, "value": 1.0}, {"quantile": 1.0, "value": 2.0}],
+        "attributes": {"q": "1"},
+        "flags": -1,
+    }
 
 
 def test_metric_rows_count_their_shared_values_once_per_row() -> None:

@@ -191,6 +191,28 @@ def test_table_object_is_reopened_every_reopen_every_versions(tmp_path: Path) ->
     assert pl.read_delta(location).height == REOPEN_EVERY + 2
 
 
+def test_the_writer_commits_through_the_reopened_table(tmp_path: Path) -> None:
+    """The commit that brings the table REOPEN_EVERY versions past where it was opened
+    swaps the writer's table object for a fresh one, counted from the new one's version
+    (fresh_table's rule, tested above, applied by the writer)."""
+
+    async def scenario() -> None:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=0))
+        await writer.append(rows("first"), 10)
+        old = writer.table
+        # As if this object had been opened REOPEN_EVERY - 1 versions ago: the next commit
+        # reaches the limit (instead of making a hundred commits to get there).
+        writer._opened_at = old.version() + 1 - REOPEN_EVERY
+        assert await writer.append(rows("second"), 10) == 2
+        assert writer.table is not old and (writer.table.version(), writer._opened_at) == (2, 2)
+        assert await writer.append(rows("third"), 10) == 3
+        assert writer.table.version() == 3  # the fresh object is the one committed through
+        await writer.close()
+        assert stored(writer.location) == ["first", "second", "third"]
+
+    asyncio.run(scenario())
+
+
 def test_table_object_is_reopened_when_another_writer_makes_the_round_versions(tmp_path: Path) -> None:
     """Counted from the version it was opened at: with a second writer on the table that
     makes every version divisible by REOPEN_EVERY, this writer still reopens its table."""
@@ -347,16 +369,19 @@ def test_a_writer_waiting_for_its_interval_does_not_spin(tmp_path: Path) -> None
     assert asyncio.run(scenario()) == 1
 
 
-def test_a_commit_holding_two_hand_offs_of_one_connection_records_the_later(tmp_path: Path) -> None:
+@pytest.mark.parametrize("numbers", [(4, 5), (5, 4)], ids=["in-order", "reversed"])
+def test_a_commit_holding_two_hand_offs_of_one_connection_records_the_later(
+    tmp_path: Path, numbers: tuple[int, int]
+) -> None:
     """A table keeps the first of two transactions with one id in a commit (delta-rs 1.6.6),
     so the owner records each id once, with its highest sequence number: otherwise the
     sender, after losing the owner, would read the later hand-off as not committed and
-    commit it again (handoff.py)."""
+    commit it again (handoff.py). Highest, not last queued: in either order."""
 
     async def scenario() -> str:
         writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
-        first = writer.submit(rows("a"), 1, ("sender/handoff-1", 4))
-        second = writer.submit(rows("b"), 1, ("sender/handoff-1", 5))
+        first = writer.submit(rows("a"), 1, ("sender/handoff-1", numbers[0]))
+        second = writer.submit(rows("b"), 1, ("sender/handoff-1", numbers[1]))
         await asyncio.wait_for(asyncio.gather(first.done, second.done), 30)  # one commit: an idle table's first
         await writer.close()
         return writer.location

@@ -438,7 +438,13 @@ SWEEPS: dict[str, tuple[str, str | None, list[str]]] = {
     "writer-commit": (
         "otel_ingest/writer.py",
         "_commit,_committed,_landed_version,_adapt",
-        ["tests/test_exactly_once_local.py"],
+        [
+            "tests/test_exactly_once_local.py",
+            # The transactions a commit records (one per id, its highest number), and the
+            # reopened table object taken up by the writer (1 s together).
+            "tests/test_mutants_writer.py::test_a_commit_holding_two_hand_offs_of_one_connection_records_the_later",
+            "tests/test_mutants_writer.py::test_the_writer_commits_through_the_reopened_table",
+        ],
     ),
     # After the hand-offs (--workers N): the rest of writer.py, and handoff.py.
     "writer-handoff": (
