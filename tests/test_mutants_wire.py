@@ -27,6 +27,7 @@ from otel_ingest import wire
 from otel_ingest.budget import MemoryBudget
 from otel_ingest.errors import DecodeError, PayloadTooLarge, RequestTimeout, Unavailable, UnsupportedMediaType
 from otel_ingest.schema import Signal
+from otel_ingest.wire import Encoding
 
 LIMIT = 100_000
 
@@ -333,3 +334,12 @@ def test_only_json_that_is_not_protobuf_counts_as_json_labelled_protobuf() -> No
     # `{|` is field 15 as a group that opens and closes: valid protobuf that starts with `{`.
     assert logs_service_pb2.ExportLogsServiceRequest.FromString(b"{|") is not None
     assert not wire.mislabelled_json("logs", b"{|")
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+def test_a_response_is_labelled_with_the_encoding_of_its_body(encoding: Encoding) -> None:
+    """The server answers in the request's encoding under CONTENT_TYPES[encoding]: read
+    back as a request's Content-Type would be, the label names the body's encoding."""
+    body = wire.encode_response("logs", 1, "one rejected", encoding)
+    assert wire.media_type(wire.CONTENT_TYPES[encoding]) == encoding
+    assert body.startswith(b"{") == (encoding == "json")
