@@ -470,7 +470,7 @@ def _usage(settings: Settings, args: argparse.Namespace) -> int:
             return 0
     if args.period == "prices":
         return _usage_prices(store, filters, args)
-    usage = query.load(store, filters)
+    usage = report.load(store, filters, keys)
     items = report.rows(usage, keys)
     if args.json:
         print(report.to_json(items))

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from otel_ingest.dashboard.app import Dashboard, DashboardSettings, create_dashboard_app
 from otel_ingest.tables import Warehouse
-from otel_ingest.usage import query, rolled, rollup, store
+from otel_ingest.usage import query, report, rolled, rollup, store
 from otel_ingest.usage.store import UsageStore
 from support import Server, load_captures
 
@@ -152,6 +152,30 @@ def test_dashboard_cache_serves_until_the_derived_tables_change(tmp_path: Path) 
         assert served.keys() == computed.keys()
         for panel in served:
             assert _approx(served[panel]) == _approx(computed[panel]), (params, panel)
+    _report_reads_the_rollups_as_the_dashboard(facts, _summary(app)["by_agent"])
+
+
+def _report_reads_the_rollups_as_the_dashboard(usage: UsageStore, by_agent: object) -> None:
+    """``otel-ingest usage`` groups the rollup rows the dashboard reads (``report.load``):
+    the same groups as grouping the facts, for every key, filter and a partial first day,
+    and the dashboard's leaderboard by agent is the report by agent."""
+    partial = datetime(2026, 11, 28, 10, 30, tzinfo=UTC)
+    cases = [
+        (query.Filters(), ["agent", "model"]),
+        (query.Filters(), ["day", "user"]),
+        (query.Filters(), ["week", "session"]),
+        (query.Filters(), ["month", "table_set"]),
+        (query.Filters(agents=("claude-code",), models=("claude-opus-4-8",)), ["user"]),
+        (query.Filters(since=partial), ["day", "agent"]),
+    ]
+    for filters, keys in cases:
+        rolled_up = report.load(usage, filters, keys)
+        assert isinstance(rolled_up, rolled.Rolled)
+        expected = report.rows(query.load(usage, filters), keys)
+        assert _approx(report.rows(rolled_up, keys)) == _approx(expected) != [], (filters, keys)
+    everything = report.rows(report.load(usage, query.Filters(), ["agent"]), ["agent"])
+    shown = [{key: row[key] for key in everything[0]} for row in by_agent]  # type: ignore[attr-defined]
+    assert _approx(sorted(shown, key=lambda r: r["agent"])) == _approx(everything)
 
 
 def _same(one: rolled.Rolled, other: rolled.Rolled) -> bool:

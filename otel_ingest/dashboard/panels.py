@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from otel_ingest.usage import query
+from otel_ingest.usage import query, rolled
 from otel_ingest.usage.derive import TOKEN_COLUMNS
 from otel_ingest.usage.rolled import Rolled
 
@@ -52,21 +52,9 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """``query.group`` (the report's JSON contract) on rollup rows."""
-    aggregations = [
-        pl.col("calls").fill_null(0).sum().alias("calls"),
-        *[pl.col(c).fill_null(0).sum().alias(c) for c in TOKEN_COLUMNS],
-        pl.when(pl.col("cost_usd").is_not_null().any()).then(pl.col("cost_usd").sum()).alias("cost_usd"),
-        query.cost_source(pl.col("cost_source")).alias("cost_source"),
-        pl.col("rows").filter(~pl.col("priced")).sum().cast(pl.Int64).alias("unpriced_calls"),
-    ]
-    return calls.group_by(by).agg(aggregations).sort(by, nulls_last=True)
-
-
 def _leaderboard(calls: pl.DataFrame, key: str) -> pl.DataFrame:
     return (
-        group(calls, [key])
+        rolled.group(calls, [key])
         .with_columns((pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens"))
         .sort(["cost_usd", "tokens"], descending=True, nulls_last=True)
     )
@@ -100,7 +88,7 @@ def totals(usage: Rolled) -> dict[str, Any]:
 
 
 def over_time(usage: Rolled, stack: str) -> pl.DataFrame:
-    grouped = group(usage.calls, ["day", stack])
+    grouped = rolled.group(usage.calls, ["day", stack])
     return grouped.with_columns((pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens")).select(
         "day", pl.col(stack).alias("stack"), "cost_usd", "tokens", "calls"
     )
@@ -121,7 +109,7 @@ def tokens_by_type(usage: Rolled) -> pl.DataFrame:
 
 def sessions(usage: Rolled) -> pl.DataFrame:
     calls = usage.calls.filter(pl.col("session").is_not_null())
-    grouped = group(calls, ["session", "agent", "user"])
+    grouped = rolled.group(calls, ["session", "agent", "user"])
     return grouped.sort("cost_usd", descending=True, nulls_last=True).head(100)
 
 
@@ -178,16 +166,6 @@ def latency(usage: Rolled) -> pl.DataFrame:
     )
 
 
-def unpriced(usage: Rolled) -> pl.DataFrame:
-    """``query.unpriced_models`` on rollup rows."""
-    return (
-        usage.calls.filter(~pl.col("priced"))
-        .group_by("agent", "model")
-        .agg(pl.col("rows").sum().alias("rows"), pl.col("input_tokens").sum(), pl.col("output_tokens").sum())
-        .sort("agent", "model", nulls_last=True)
-    )
-
-
 def panel(usage: Rolled, name: str, stack: str = "agent") -> list[dict[str, Any]]:
     """One panel's rows (``totals`` is one row)."""
     if name == "totals":
@@ -203,7 +181,7 @@ def panel(usage: Rolled, name: str, stack: str = "agent") -> list[dict[str, Any]
         "errors": lambda: errors(usage),
         "latency": lambda: latency(usage),
         "mismatches": lambda: usage.mismatches,
-        "unpriced": lambda: unpriced(usage),
+        "unpriced": lambda: rolled.unpriced_models(usage.calls),
         # The underlying rows: facts, newest first, read from the newest days until enough.
         "calls": lambda: usage.detail_rows("model_calls", ROW_LIMIT),
         "activity": lambda: usage.detail_rows("activity", ROW_LIMIT),

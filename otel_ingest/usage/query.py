@@ -138,14 +138,19 @@ def without_logged_metrics(activity: pl.DataFrame, calls: pl.DataFrame) -> pl.Da
 
 
 def load(store: UsageStore, filters: Filters) -> Usage:
-    # The user filter applies after the sources are chosen: the gateway names a call's
-    # principal, the telemetry its own user id, and a call must be matched across both.
-    calls = replace(filters, users=()).apply(store.scan("model_calls")).collect()
-    activity = filters.apply(store.scan("activity")).collect().unique(subset=["fact_id"], keep="first").sort("time")
+    # The user and model filters apply after the sources are chosen, as the dashboard
+    # applies every filter (rolled.Rolled.where): the gateway names a call's principal, the
+    # telemetry its own user id, and a call must be matched across both; the counting source
+    # of an agent's day does not depend on the models asked for.
+    unfiltered = replace(filters, users=(), models=())
+    calls = unfiltered.apply(store.scan("model_calls")).collect()
+    activity = unfiltered.apply(store.scan("activity")).collect().unique(subset=["fact_id"], keep="first").sort("time")
     activity = select_activity(activity, calls)
     chosen, differing = select_sources(calls)
-    if filters.users:
-        chosen = chosen.filter(pl.col("user").is_in(list(filters.users)))
+    for column, values in (("user", filters.users), ("model", filters.models)):
+        if values:
+            chosen = chosen.filter(pl.col(column).is_in(list(values)))
+            activity = activity.filter(pl.col(column).is_in(list(values)))
     return Usage(chosen, activity, differing)
 
 

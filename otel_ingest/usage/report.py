@@ -10,8 +10,9 @@ from typing import Any
 
 import polars as pl
 
-from otel_ingest.usage import query
+from otel_ingest.usage import query, rolled
 from otel_ingest.usage.derive import TOKEN_COLUMNS
+from otel_ingest.usage.store import UsageStore
 
 PERIODS = {"daily": "day", "weekly": "week", "monthly": "month", "session": "session", "blocks": "block"}
 BY_KEYS = ("agent", "model", "user", "session", "day", "week", "month", "block", "table_set")
@@ -46,8 +47,24 @@ def group_keys(period: str | None, by: str | None) -> list[str]:
     return keys
 
 
-def rows(usage: query.Usage, keys: list[str]) -> list[dict[str, Any]]:
-    grouped = query.group(usage.calls, keys)
+def load(store: UsageStore, filters: query.Filters, keys: list[str]) -> query.Usage | rolled.Rolled:
+    """The counted usage of the report's range, read as the dashboard reads it: whole days
+    from the rollup tables, partial and gateway days from the facts (``rolled.load``), so a
+    report costs time in proportion to the days it covers and gives the dashboard's numbers.
+    5-hour blocks need each call's time: they are grouped from the facts."""
+    if "block" in keys:
+        return query.load(store, filters)
+    usage = rolled.load(store, filters.since, filters.until)
+    return usage.where(
+        agent=list(filters.agents),
+        user=list(filters.users),
+        model=list(filters.models),
+        table_set=list(filters.table_sets),
+    )
+
+
+def rows(usage: query.Usage | rolled.Rolled, keys: list[str]) -> list[dict[str, Any]]:
+    grouped = rolled.group(usage.calls, keys) if isinstance(usage, rolled.Rolled) else query.group(usage.calls, keys)
     result = []
     for row in grouped.iter_rows(named=True):
         cost = row["cost_usd"]
@@ -130,15 +147,17 @@ def to_table(items: list[dict[str, Any]], keys: list[str]) -> str:
     return "\n".join(out)
 
 
-def unpriced_note(usage: query.Usage) -> str:
-    missing = query.unpriced_models(usage.calls)
+def unpriced_note(usage: query.Usage | rolled.Rolled) -> str:
+    missing = (
+        rolled.unpriced_models(usage.calls) if isinstance(usage, rolled.Rolled) else query.unpriced_models(usage.calls)
+    )
     if not missing.height:
         return ""
     names = ", ".join(f"{r['agent']}/{r['model']}" for r in missing.iter_rows(named=True))
     return f"No price for: {names} (cost left empty; add them to a --prices file)."
 
 
-def mismatch_note(usage: query.Usage) -> str:
+def mismatch_note(usage: query.Usage | rolled.Rolled) -> str:
     if not usage.mismatches.height:
         return ""
     lines = ["Events and metrics disagree (events counted):"]

@@ -151,6 +151,35 @@ class Rolled:
         return self.details.rows(name, limit)
 
 
+def group(calls: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """``query.group`` (the report's JSON contract) on rollup rows; ``week`` and ``month``
+    come from the rows' day, as ``query.with_periods`` takes them from the facts' time."""
+    if "week" in by or "month" in by:
+        day = pl.col("day").str.to_date("%Y-%m-%d")
+        calls = calls.with_columns(
+            (day - pl.duration(days=day.dt.weekday() - 1)).cast(pl.String).alias("week"),
+            pl.col("day").str.slice(0, 7).alias("month"),
+        )
+    aggregations = [
+        pl.col("calls").fill_null(0).sum().alias("calls"),
+        *[pl.col(c).fill_null(0).sum().alias(c) for c in derive.TOKEN_COLUMNS],
+        pl.when(pl.col("cost_usd").is_not_null().any()).then(pl.col("cost_usd").sum()).alias("cost_usd"),
+        query.cost_source(pl.col("cost_source")).alias("cost_source"),
+        pl.col("rows").filter(~pl.col("priced")).sum().cast(pl.Int64).alias("unpriced_calls"),
+    ]
+    return calls.group_by(by).agg(aggregations).sort(by, nulls_last=True) if by else calls.select(aggregations)
+
+
+def unpriced_models(calls: pl.DataFrame) -> pl.DataFrame:
+    """``query.unpriced_models`` on rollup rows."""
+    return (
+        calls.filter(~pl.col("priced"))
+        .group_by("agent", "model")
+        .agg(pl.col("rows").sum().alias("rows"), pl.col("input_tokens").sum(), pl.col("output_tokens").sum())
+        .sort("agent", "model", nulls_last=True)
+    )
+
+
 def from_usage(usage: query.Usage, store: UsageStore) -> Rolled:
     """Counted facts (``query.load``) as rollup rows: how the panels see facts."""
     empty_keys = pl.DataFrame(schema={"table_set": pl.String, "agent": pl.String, "day": pl.String})
@@ -158,13 +187,18 @@ def from_usage(usage: query.Usage, store: UsageStore) -> Rolled:
     return Rolled(roll_calls(usage.calls), roll_activity(usage.activity), usage.mismatches, details)
 
 
-def load(store: UsageStore, since: datetime, until: datetime | None) -> Rolled:
-    """The counted usage of ``[since, until)``: whole days without gateway calls from the
-    rollup tables, the rest (partial days, gateway days and their neighbours) from the
-    facts. Numbers equal ``from_usage(query.load(...))`` over the same range."""
-    first = since.strftime("%Y-%m-%d")
-    rows = store.scan("calls_daily").filter(pl.col("day") >= first)
-    activity_rows = store.scan("activity_daily").filter(pl.col("day") >= first)
+def load(store: UsageStore, since: datetime | None, until: datetime | None) -> Rolled:
+    """The counted usage of ``[since, until)`` (None: unbounded): whole days without gateway
+    calls from the rollup tables, the rest (partial days, gateway days and their
+    neighbours) from the facts. Numbers equal ``from_usage(query.load(...))`` over the
+    same range."""
+    rows = store.scan("calls_daily")
+    activity_rows = store.scan("activity_daily")
+    first: str | None = None
+    if since is not None:
+        first = since.strftime("%Y-%m-%d")
+        rows = rows.filter(pl.col("day") >= first)
+        activity_rows = activity_rows.filter(pl.col("day") >= first)
     last: str | None = None
     if until is not None:
         last = (until - timedelta(microseconds=1)).strftime("%Y-%m-%d")
