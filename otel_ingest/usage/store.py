@@ -15,12 +15,17 @@ version read — like the ingestion writer's commits. So:
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 
 import deltalake
 import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from otel_ingest.tables import Warehouse
 from otel_ingest.usage import derive, rollup
@@ -82,6 +87,18 @@ class RefreshResult:
 
 def app_id(table: RawTable) -> str:
     return APP_PREFIX + table.key
+
+
+# Derived facts of one batch waiting for their commit: a file in the refresh's spill
+# directory (model calls, activity), or a frame (the few cumulative points).
+Spilled = str | pl.DataFrame
+
+
+def _unspill(parts: list[Spilled], name: str) -> pl.DataFrame:
+    frames = [pl.read_parquet(part) if isinstance(part, str) else part for part in parts]
+    if not frames:
+        return derive.empty(TABLES[name])
+    return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
 
 class UsageStore:
@@ -198,9 +215,16 @@ class UsageStore:
         return done
 
     def _refresh_once(self) -> RefreshResult:
+        # The new facts wait on local disk until their commit, one file per batch of raw
+        # files read, and are committed as a stream: a first refresh of millions of raw
+        # rows holds one batch in memory, not every fact it derived.
+        with tempfile.TemporaryDirectory(prefix="otel-ingest-usage-") as spill:
+            return self._refresh_spilling(spill)
+
+    def _refresh_spilling(self, spill: str) -> RefreshResult:
         result = RefreshResult()
         derived = {name: self._open(name) for name in COMMIT_ORDER}
-        pending: dict[str, list[pl.DataFrame]] = {name: [] for name in COMMIT_ORDER}
+        pending: dict[str, list[Spilled]] = {name: [] for name in COMMIT_ORDER}
         transactions: dict[str, list[deltalake.Transaction]] = {name: [] for name in COMMIT_ORDER}
         rebuilds: list[tuple[RawTable, dict[str, pl.DataFrame], int]] = []
         for table in discover(self.warehouse):
@@ -211,14 +235,14 @@ class UsageStore:
                 found = changes(self.warehouse, table, since)
                 if found.version <= since:
                     continue
-                frames, rows = self._derive(found, derived["points"])
+                spilled, rows = self._derive(found, derived["points"], spill)
                 result.files_read += len(found.files)
                 result.rows_read += rows
                 if found.full and since >= 0:
-                    rebuilds.append((table, {n: frames[n] for n in targets}, found.version))
+                    rebuilds.append((table, {n: _unspill(spilled[n], n) for n in targets}, found.version))
                     continue
                 for name in targets:
-                    pending[name].append(frames[name])
+                    pending[name].extend(spilled[name])
                     transactions[name].append(deltalake.Transaction(app_id=app_id(table), version=found.version))
         for table, frames, version in rebuilds:
             for name in COMMIT_ORDER:
@@ -234,12 +258,15 @@ class UsageStore:
         for name in COMMIT_ORDER:
             if not transactions[name]:
                 continue
-            frame = pl.concat(pending[name], how="vertical") if pending[name] else derive.empty(TABLES[name])
-            if name != "points":
-                frame = self._new_facts(frame, name)
-            self._commit(derived[name], frame, transactions[name])
-            result.days.update(frame["day"].unique().drop_nulls().to_list())
-            result.added[name] = result.added.get(name, 0) + frame.height
+            if name == "points":
+                frame = _unspill(pending[name], name)
+                self._commit(derived[name], frame, transactions[name])
+                result.days.update(frame["day"].unique().drop_nulls().to_list())
+                result.added[name] = result.added.get(name, 0) + frame.height
+            else:
+                added, days = self._commit_facts(derived[name], name, pending[name], transactions[name])
+                result.days.update(days)
+                result.added[name] = result.added.get(name, 0) + added
         started = time.perf_counter()
         for name, facts in rollup.SOURCES.items():
             added = self._roll_up(name, derived[facts])
@@ -277,15 +304,24 @@ class UsageStore:
             parts.append(roll(facts_at.filter(pl.col("day").is_null()).select(columns).collect()))
             frame = pl.concat(parts, how="vertical_relaxed")
         else:
-            read = []
+            # A few days' files at a time (day is a rollup key: the parts never share one).
+            by_day: dict[str, list[tuple[str, dict[str, str]]]] = {}
             for path, partition in zip(added.files, added.partitions, strict=True):
-                part = pl.read_parquet(path, storage_options=options, hive_partitioning=False)
-                for column, value in partition.items():
-                    if column not in part.columns:
-                        part = part.with_columns(pl.lit(value, TABLES[name].get(column, pl.String())).alias(column))
-                read.append(part)
-            rows = pl.concat(read, how="diagonal_relaxed") if read else derive.empty(TABLES[rollup.SOURCES[name]])
-            frame = roll(rows.select(columns))
+                by_day.setdefault(partition.get("day") or "", []).append((path, partition))
+            chunks = sorted(by_day)
+            parts = [derive.empty(TABLES[name])]
+            for i in range(0, len(chunks), ROLLUP_DAYS):
+                read = []
+                for day in chunks[i : i + ROLLUP_DAYS]:
+                    for path, partition in by_day[day]:
+                        part = pl.read_parquet(path, storage_options=options, hive_partitioning=False)
+                        for column, value in partition.items():
+                            if column not in part.columns:
+                                dtype = TABLES[rollup.SOURCES[name]].get(column, pl.String())
+                                part = part.with_columns(pl.lit(value, dtype).alias(column))
+                        read.append(part)
+                parts.append(roll(pl.concat(read, how="diagonal_relaxed").select(columns)))
+            frame = pl.concat(parts, how="vertical_relaxed")
         properties = deltalake.CommitProperties(app_transactions=[deltalake.Transaction(app, version)])
         deltalake.write_deltalake(
             target, frame.to_arrow(), mode="append" if added is not None else "overwrite", commit_properties=properties
@@ -314,21 +350,26 @@ class UsageStore:
             size += bytes_
         return batches
 
-    def _derive(self, found: Changes, points: deltalake.DeltaTable) -> tuple[dict[str, pl.DataFrame], int]:
-        """The facts derived from the files in ``found``, and the number of raw rows read."""
-        parts: dict[str, list[pl.DataFrame]] = {name: [] for name in COMMIT_ORDER}
+    def _derive(self, found: Changes, points: deltalake.DeltaTable, spill: str) -> tuple[dict[str, list[Spilled]], int]:
+        """The facts derived from the files in ``found``, batch by batch: the facts of each
+        batch written to a file in ``spill`` (the cumulative points, one per series, stay in
+        memory), and the number of raw rows read."""
+        parts: dict[str, list[Spilled]] = {name: [] for name in COMMIT_ORDER}
         rows = 0
         for files in self._batches(found):
             raw = self._read(files)
             rows += raw.height
             for name, frame in self._derive_batch(found, raw, points).items():
-                parts[name].append(frame)
+                if not frame.height:
+                    continue
+                if name == "points":
+                    parts[name].append(frame)
+                    continue
+                path = os.path.join(spill, f"{name}-{len(os.listdir(spill)):06d}.parquet")
+                frame.write_parquet(path, compression="lz4", statistics=False)
+                parts[name].append(path)
             del raw
-        frames = {
-            name: pl.concat(each, how="vertical") if len(each) > 1 else each[0] if each else derive.empty(TABLES[name])
-            for name, each in parts.items()
-        }
-        return frames, rows
+        return parts, rows
 
     def _derive_batch(self, found: Changes, raw: pl.DataFrame, points: deltalake.DeltaTable) -> dict[str, pl.DataFrame]:
         table = found.table
@@ -487,6 +528,47 @@ class UsageStore:
         if not existing.height:
             return frame
         return frame.join(existing, on="fact_id", how="anti")
+
+    def _commit_facts(
+        self, table: deltalake.DeltaTable, name: str, spilled: list[Spilled], transactions: list[deltalake.Transaction]
+    ) -> tuple[int, set[str]]:
+        """Append the new facts of ``spilled`` (batch files, in the order derived) in one
+        commit that carries ``transactions``, streamed batch by batch. A fact already stored,
+        or already in an earlier batch of this refresh, is dropped. Returns the number of
+        facts added and the days they fall on."""
+        added = 0
+        days: set[str] = set()
+        schema = derive.empty(TABLES[name]).to_arrow().schema
+        # This refresh's facts so far, by time and 64-bit hash of the id (in-process only):
+        # 16 bytes a fact instead of the id itself.
+        seen = pl.DataFrame(schema={"time": derive.TIME, "_h": pl.UInt64})
+        kept: list[str] = []
+        # First the new facts of each batch, written back in place; then one streamed
+        # commit. (The stream is read on deltalake's own runtime: nothing in it may call
+        # deltalake or polars' scans, so it reads the files with pyarrow only.)
+        for part in spilled:
+            frame = _unspill([part], name).unique(subset=["fact_id"], keep="first", maintain_order=True)
+            frame = frame.with_columns(pl.col("fact_id").hash().alias("_h"))
+            if seen.height:
+                frame = frame.join(seen, on=["time", "_h"], how="anti", nulls_equal=True)
+            seen = pl.concat([seen, frame.select("time", "_h")])
+            frame = self._new_facts(frame.drop("_h"), name)
+            if not frame.height:
+                continue
+            added += frame.height
+            days.update(frame["day"].unique().drop_nulls().to_list())
+            assert isinstance(part, str), "facts are spilled to files"
+            pq.write_table(frame.to_arrow().cast(schema), part)
+            kept.append(part)
+        reader = (
+            pads.dataset(kept, schema=schema, format="parquet").scanner().to_reader()
+            if kept
+            else pa.RecordBatchReader.from_batches(schema, [])
+        )
+        properties = deltalake.CommitProperties(app_transactions=transactions)
+        deltalake.write_deltalake(table, reader, mode="append", commit_properties=properties, partition_by=["day"])
+        table.update_incremental()
+        return added, days
 
     def _commit(
         self,
