@@ -11,7 +11,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import deltalake
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
@@ -96,17 +98,24 @@ def test_fact_ids_are_stable_digests_across_processes(raw: Path, tmp_path: Path)
 
 def test_first_refresh_in_batches_equals_one_read(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A first refresh reads the raw files in batches of about READ_BATCH_BYTES; one file
-    per batch gives the same facts as everything at once."""
+    per batch gives the same facts as everything at once, and a record sent again (in
+    another file, so another batch) is stored once."""
     whole = _copy(raw, tmp_path / "whole")
+    batched = _copy(raw, tmp_path / "batched")
+    for copy in (whole, batched):
+        logs = next((copy / "main" / "telemetry").glob("claude*_otel_logs"))
+        resent = pq.read_table(next(logs.glob("*.parquet")))
+        deltalake.write_deltalake(str(logs), resent, mode="append")
     monkeypatch.setattr(store, "READ_BATCH_BYTES", 10**12)
     UsageStore(Warehouse(str(whole))).refresh()
-    batched = _copy(raw, tmp_path / "batched")
     monkeypatch.setattr(store, "READ_BATCH_BYTES", 1)
     result = UsageStore(Warehouse(str(batched))).refresh()
     assert result.files_read > result.raw_tables  # several files per table, so several batches
     one, many = _facts(whole), _facts(batched)
     for name in one:
         assert one[name].equals(many[name]), name
+    for name in ("model_calls", "activity"):
+        assert many[name]["fact_id"].n_unique() == many[name].height > 0, name
 
 
 def test_dashboard_cache_serves_until_the_derived_tables_change(tmp_path: Path) -> None:
