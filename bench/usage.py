@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -40,6 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from otel_ingest.dashboard.app import DashboardSettings, create_dashboard_app  # noqa: E402
+from otel_ingest.gateway.tables import SCHEMA_PROPERTY as GATEWAY_PROPERTY  # noqa: E402
+from otel_ingest.gateway.tables import SCHEMA_VERSION as GATEWAY_VERSION  # noqa: E402
+from otel_ingest.gateway.tables import USAGE_SCHEMA as GATEWAY_SCHEMA  # noqa: E402
 from otel_ingest.schema import signal_schema  # noqa: E402
 from otel_ingest.tables import TableName, Warehouse  # noqa: E402
 from otel_ingest.usage.store import UsageStore  # noqa: E402
@@ -116,12 +120,73 @@ def synthetic_logs(rows: int, start_ns: int, days: int, seed: int) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def gateway_rows(rows: int, start_ns: int, days: int, seed: int, every: int) -> pa.Table:
+    """The AI gateway's usage rows for every ``every``-th ``api_request`` among the
+    ``rows`` records ``synthetic_logs(rows, start_ns, days, seed)`` writes: the same calls
+    (tokens, session, model, end time), as the gateway saw them, so the usage model
+    matches each to its telemetry copy and counts it once."""
+    i = pl.int_range(0, rows, eager=True).alias("i")
+    frame = (
+        pl.DataFrame(i)
+        .filter((pl.col("i") % 5 == 1) & ((pl.col("i") // 5) % every == 0))
+        .with_columns((pl.col("i") * 7919 + seed).alias("h"))
+    )
+    ended = start_ns + (pl.col("h") % (days * 86_400_000)) * 1_000_000
+    latency = pl.col("h") % 4000
+    event_time = pl.from_epoch(ended - latency * 1_000_000, time_unit="ns").dt.cast_time_unit("us")
+    table = frame.select(
+        ("req-" + pl.lit(str(seed)) + "-" + pl.col("i").cast(pl.String)).alias("request_id"),
+        event_time.dt.replace_time_zone("UTC").alias("event_time"),
+        event_time.dt.date().alias("event_date"),
+        pl.lit("/anthropic/v1/messages").alias("route"),
+        pl.lit("messages").alias("api_type"),
+        pl.lit(["claude-opus-4-8", "claude-sonnet-4-5"]).list.get(pl.col("h") % 2).alias("destination_model"),
+        ("user-" + (pl.col("h") % 50).cast(pl.String)).alias("requester"),
+        pl.lit("claude_code").alias("agent"),
+        ("session-" + (pl.col("h") % 5000).cast(pl.String)).alias("session_id"),
+        pl.lit(200, pl.Int32).alias("status_code"),
+        latency.alias("latency_ms"),
+        (pl.col("h") % 3000 + pl.col("h") % 9000 + pl.col("h") % 700).alias("input_tokens"),
+        (pl.col("h") % 9000).alias("cache_read_input_tokens"),
+        (pl.col("h") % 700).alias("cache_creation_input_tokens"),
+        (pl.col("h") % 500).alias("output_tokens"),
+        pl.lit(0, pl.Int64).alias("reasoning_output_tokens"),
+        ((pl.col("h") % 1000) / 10000).alias("cost_usd"),
+    ).to_arrow()
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in GATEWAY_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=GATEWAY_SCHEMA)
+
+
+def add_gateway(warehouse: Warehouse, rows: int, start_ns: int, days: int, commit_rows: int, every: int) -> int:
+    """The gateway's usage table for the generated raw rows; returns its row count."""
+    name = TableName.parse("main.ai_gateway.usage")
+    warehouse.create(name, GATEWAY_SCHEMA, {GATEWAY_PROPERTY: GATEWAY_VERSION})
+    written = 0
+    for first in range(0, rows, commit_rows):
+        part = gateway_rows(min(commit_rows, rows - first), start_ns, days, first, every)
+        deltalake.write_deltalake(warehouse.location(name), part, mode="append")
+        written += part.num_rows
+    return written
+
+
 def _map(entries: pa.Array) -> pa.Array:
     """polars' large_list<struct<key, value>> → Arrow map<string, string>."""
     flat = entries.flatten()
     return pa.MapArray.from_arrays(
         entries.offsets.cast(pa.int32()), flat.field("key").cast(pa.string()), flat.field("value").cast(pa.string())
     )
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size so far (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def latency(call: Callable[[], object], runs: int = 20, warm_up: int = 2) -> tuple[float, float]:
@@ -168,7 +233,7 @@ def generate(raw: Path, rows: int, days: int, commit_rows: int) -> int:
     return start_ns
 
 
-def api(warehouse: Warehouse, end: datetime, rollups: bool, runs: int) -> None:
+def api(warehouse: Warehouse, end: datetime, rollups: bool, runs: int, note: str = "") -> None:
     """(c) /api/summary timings, served from the facts (``rollups=False``, as before the
     rollup tables) or from the rollup tables."""
     settings = DashboardSettings(warehouse, refresh_seconds=3600, rollups=rollups)
@@ -197,18 +262,22 @@ def api(warehouse: Warehouse, end: datetime, rollups: bool, runs: int) -> None:
             # Another viewer's filter on the same range: the range is warm, the panels computed.
             return get({**month, "user": f"user-{next(users) % 50}"})()
 
-        c50, c95 = latency(cold, max(3, runs // 4), warm_up=0)
-        f50, f95 = latency(new_filter, min(runs, 48))
-        p50, p95 = latency(get(month), runs)
-        d50, d95 = latency(get(day), runs)
-    label = "rollups" if rollups else "facts  "
-    print(
-        f"(c) /api/summary from {label}: 30-day whole days, new process: "
-        f"p50 {c50 * 1000:.0f} / p95 {c95 * 1000:.0f} ms; "
-        f"30-day, new user filter per call: p50 {f50 * 1000:.0f} / p95 {f95 * 1000:.0f} ms; "
-        f"same request again: p50 {p50 * 1000:.1f} / p95 {p95 * 1000:.1f} ms; "
-        f"1-day: p50 {d50 * 1000:.1f} / p95 {d95 * 1000:.1f} ms"
-    )
+        def computed(**wanted: str) -> Callable[[], object]:
+            # The range is warm; a parameter the server ignores makes each answer computed
+            # (not the stored answer of the same request).
+            return lambda: get({**month, **wanted, "nonce": str(next(users))})()
+
+        label = ("rollups" if rollups else "facts  ") + note
+        timings = [
+            ("30-day whole days, new process", latency(cold, max(3, runs // 4), warm_up=0)),
+            ("30-day warm, no filter (computed)", latency(computed(), runs)),
+            ("30-day warm, agent filter (computed)", latency(computed(agent="claude-code"), runs)),
+            ("30-day warm, new user filter per call", latency(new_filter, min(runs, 48))),
+            ("30-day, the same request again", latency(get(month), runs)),
+            ("1-day, again", latency(get(day), runs)),
+        ]
+    for name, (p50, p95) in timings:
+        print(f"(c) /api/summary from {label}: {name}: p50 {p50 * 1000:.1f} / p95 {p95 * 1000:.1f} ms [{_load()}]")
 
 
 def main() -> None:
@@ -220,6 +289,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="keep the generated raw table here and reuse it next time")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--generate-only", action="store_true", help="write the raw table into --data and stop")
+    parser.add_argument(
+        "--gateway-every",
+        type=int,
+        default=0,
+        help="then add the AI gateway's usage table with every N-th model call (on every day) and time again",
+    )
     parser.add_argument(
         "--no-facts",
         action="store_true",
@@ -242,23 +317,37 @@ def main() -> None:
         print(
             f"(a) first refresh: {first.seconds:.2f} s for {first.rows_read:,} rows "
             f"({first.rows_read / first.seconds:,.0f} rows/s), of which rollups {first.rollup_seconds:.2f} s; "
-            f"added {first.added}"
+            f"added {first.added}; peak RSS {_peak_rss_mib():,.0f} MiB [{_load()}]"
         )
-        seconds, rollups = [], []
+        seconds, rollups, cpu = [], [], []
         for round_ in range(3):
             rows = synthetic_logs(args.append, start_ns, args.days, 10**9 + round_ * args.append)
             deltalake.write_deltalake(location, rows, mode="append")
+            used = time.process_time()
             second = store.refresh()
+            cpu.append(time.process_time() - used)
             seconds.append(second.seconds)
             rollups.append(second.rollup_seconds)
+        # CPU seconds (all threads) tell what the refresh costs apart from the machine's load.
         print(
             f"(b) refresh after {args.append:,} new rows (3 rounds): "
             f"{' / '.join(f'{s:.3f}' for s in seconds)} s, of which rollups "
-            f"{' / '.join(f'{s:.3f}' for s in rollups)} s; {second.files_read} file read each"
+            f"{' / '.join(f'{s:.3f}' for s in rollups)} s; CPU {' / '.join(f'{s:.3f}' for s in cpu)} s; "
+            f"{second.files_read} file read each [{_load()}]"
         )
         end = datetime.now(UTC) + timedelta(days=1)
         for rollups in (True,) if args.no_facts else (False, True):
             api(warehouse, end, rollups, args.runs)
+        if args.gateway_every:
+            # (d) The gateway saw some of the calls on every day: those days are read from
+            # the facts (call-by-call matching), the rest of the range from the rollups.
+            written = add_gateway(warehouse, args.rows, start_ns, args.days, args.commit_rows, args.gateway_every)
+            third = store.refresh()
+            print(
+                f"(d) refresh after adding {written:,} gateway rows: {third.seconds:.2f} s "
+                f"({third.files_read} files); peak RSS {_peak_rss_mib():,.0f} MiB [{_load()}]"
+            )
+            api(warehouse, end, True, args.runs, " with gateway days")
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

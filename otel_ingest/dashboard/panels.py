@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from otel_ingest.usage import query, rolled
+from otel_ingest.usage import rolled
 from otel_ingest.usage.derive import TOKEN_COLUMNS
 from otel_ingest.usage.rolled import Rolled
 

@@ -113,7 +113,12 @@ class Details:
                 else:
                     found.append(self._read(name, chunk, keys, condition))
         parts += found
-        rows = pl.concat(parts, how="vertical_relaxed").sort(["time", "fact_id"], descending=[True, False])
+        # The newest ``limit`` of each part (a selection, not a sort of every fact of the
+        # partial days), then of those: newest first, equal times by fact id.
+        tops = [part.top_k(limit, by=["time", "fact_id"], reverse=[False, True]) for part in parts if part.height]
+        if not tops:
+            return parts[0].head(0)
+        rows = pl.concat(tops, how="vertical_relaxed").sort(["time", "fact_id"], descending=[True, False])
         return rows.head(limit)
 
 

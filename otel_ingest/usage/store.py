@@ -305,7 +305,7 @@ class UsageStore:
             frame = pl.concat(parts, how="vertical_relaxed")
         else:
             # A few days' files at a time (day is a rollup key: the parts never share one).
-            by_day: dict[str, list[tuple[str, dict[str, str]]]] = {}
+            by_day: dict[str, list[tuple[str, dict[str, str | None]]]] = {}
             for path, partition in zip(added.files, added.partitions, strict=True):
                 by_day.setdefault(partition.get("day") or "", []).append((path, partition))
             chunks = sorted(by_day)
@@ -351,18 +351,20 @@ class UsageStore:
         return batches
 
     def _derive(self, found: Changes, points: deltalake.DeltaTable, spill: str) -> tuple[dict[str, list[Spilled]], int]:
-        """The facts derived from the files in ``found``, batch by batch: the facts of each
-        batch written to a file in ``spill`` (the cumulative points, one per series, stay in
-        memory), and the number of raw rows read."""
+        """The facts derived from the files in ``found``, batch by batch: when there are
+        several batches, the facts of each written to a file in ``spill`` (an incremental
+        refresh's one batch, and the cumulative points, one per series, stay in memory), and
+        the number of raw rows read."""
         parts: dict[str, list[Spilled]] = {name: [] for name in COMMIT_ORDER}
         rows = 0
-        for files in self._batches(found):
+        batches = self._batches(found)
+        for files in batches:
             raw = self._read(files)
             rows += raw.height
             for name, frame in self._derive_batch(found, raw, points).items():
                 if not frame.height:
                     continue
-                if name == "points":
+                if name == "points" or len(batches) == 1:
                     parts[name].append(frame)
                     continue
                 path = os.path.join(spill, f"{name}-{len(os.listdir(spill)):06d}.parquet")
@@ -532,10 +534,10 @@ class UsageStore:
     def _commit_facts(
         self, table: deltalake.DeltaTable, name: str, spilled: list[Spilled], transactions: list[deltalake.Transaction]
     ) -> tuple[int, set[str]]:
-        """Append the new facts of ``spilled`` (batch files, in the order derived) in one
-        commit that carries ``transactions``, streamed batch by batch. A fact already stored,
-        or already in an earlier batch of this refresh, is dropped. Returns the number of
-        facts added and the days they fall on."""
+        """Append the new facts of ``spilled`` (batches, in the order derived) in one commit
+        that carries ``transactions``, streamed from the batch files when there are any. A
+        fact already stored, or already in an earlier batch of this refresh, is dropped.
+        Returns the number of facts added and the days they fall on."""
         added = 0
         days: set[str] = set()
         schema = derive.empty(TABLES[name]).to_arrow().schema
@@ -543,10 +545,12 @@ class UsageStore:
         # 16 bytes a fact instead of the id itself.
         seen = pl.DataFrame(schema={"time": derive.TIME, "_h": pl.UInt64})
         kept: list[str] = []
+        in_memory: list[pl.DataFrame] = []
+        folder = next((os.path.dirname(part) for part in spilled if isinstance(part, str)), None)
         # First the new facts of each batch, written back in place; then one streamed
         # commit. (The stream is read on deltalake's own runtime: nothing in it may call
         # deltalake or polars' scans, so it reads the files with pyarrow only.)
-        for part in spilled:
+        for number, part in enumerate(spilled):
             frame = _unspill([part], name).unique(subset=["fact_id"], keep="first", maintain_order=True)
             frame = frame.with_columns(pl.col("fact_id").hash().alias("_h"))
             if seen.height:
@@ -557,16 +561,21 @@ class UsageStore:
                 continue
             added += frame.height
             days.update(frame["day"].unique().drop_nulls().to_list())
-            assert isinstance(part, str), "facts are spilled to files"
-            pq.write_table(frame.to_arrow().cast(schema), part)
-            kept.append(part)
-        reader = (
-            pads.dataset(kept, schema=schema, format="parquet").scanner().to_reader()
-            if kept
-            else pa.RecordBatchReader.from_batches(schema, [])
-        )
+            if folder is None:
+                in_memory.append(frame)
+                continue
+            path = part if isinstance(part, str) else os.path.join(folder, f"{name}-memory-{number:06d}.parquet")
+            pq.write_table(frame.to_arrow().cast(schema), path)
+            kept.append(path)
+        data: pa.Table | pa.RecordBatchReader
+        if kept:
+            data = pads.dataset(kept, schema=schema, format="parquet").scanner().to_reader()
+        elif in_memory:
+            data = pl.concat(in_memory, how="vertical").to_arrow().cast(schema)
+        else:
+            data = pa.RecordBatchReader.from_batches(schema, [])
         properties = deltalake.CommitProperties(app_transactions=transactions)
-        deltalake.write_deltalake(table, reader, mode="append", commit_properties=properties, partition_by=["day"])
+        deltalake.write_deltalake(table, data, mode="append", commit_properties=properties, partition_by=["day"])
         table.update_incremental()
         return added, days
 
