@@ -63,6 +63,7 @@ from otel_ingest.writer import CommitPolicy, Writer
 log = logging.getLogger("otel_ingest.app")
 
 TABLE_HEADER = "X-Databricks-UC-Table-Name"  # header lookups are case-insensitive
+HASH_ON_LOOP_BYTES = 1 << 20  # a request's key (resend.py) is computed off the event loop above this
 
 # Domain error → (HTTP status, google.rpc.Code). The only mapping of errors to HTTP.
 STATUSES: dict[type[IngestError], tuple[int, int]] = {
@@ -193,7 +194,10 @@ class Ingest:
                 size = len(body)
                 # A byte-identical resend of a request answered 503 at its deadline joins that
                 # request's commit, or is answered as it was once that committed (resend.py).
-                key = request_key(name, self.signal, body)
+                if size > HASH_ON_LOOP_BYTES:  # ~1.5 ms a MiB: a large body is hashed off the event loop
+                    key = await asyncio.to_thread(request_key, name, self.signal, body)
+                else:
+                    key = request_key(name, self.signal, body)
                 known = services.resends.find(key)
                 if known is None:
                     # What the rows may take: the native decoder hands a body past it to the

@@ -43,11 +43,13 @@ DEFAULT_WINDOW = 600.0
 
 
 def request_key(table: TableName, signal: Signal, body: bytes) -> bytes:
-    """The digest that identifies a request's content: same table, signal and bytes."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{table}\0{signal}\0".encode())
+    """The digest that identifies a request's content: same table, signal and bytes.
+
+    SHA-256 cut to 16 bytes: with the CPU's SHA instructions it hashed a 150 KB body 2.6x as
+    fast as blake2b here (255 vs 663 µs), and this runs for every request."""
+    digest = hashlib.sha256(f"{table}\0{signal}\0".encode())
     digest.update(body)
-    return digest.digest()
+    return digest.digest()[:16]
 
 
 @dataclass(frozen=True)

@@ -281,6 +281,32 @@ static inline int plain8(const uint8_t *p) {
     return found == 0;
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* The first byte of p[0..16) that is not plain text (as plain8 defines it), or 16. */
+static inline int plain16(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    /* a signed compare: below 0x20 or at 0x80 and above (negative) */
+    __m128i special = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    int mask = _mm_movemask_epi8(special);
+    return mask ? __builtin_ctz((unsigned)mask) : 16;
+}
+#endif
+
+/* Skips plain text: to the first quote, backslash, control or non-ASCII byte, or near the end. */
+static inline const uint8_t *skip_plain(const uint8_t *p, const uint8_t *end) {
+#ifdef __SSE2__
+    while (end - p >= 16) {
+        int k = plain16(p);
+        p += k;
+        if (k < 16) return p;
+    }
+#endif
+    while (end - p >= 8 && plain8(p)) p += 8;
+    return p;
+}
+
 static int scan_string(P *x, Str *out) {
     ws(x);
     if (x->p >= x->end || *x->p != '"') return -1;
@@ -289,7 +315,7 @@ static int scan_string(P *x, Str *out) {
     out->escaped = 0;
     size_t saved = 0; /* bytes the escapes take beyond their text */
     while (p < end) {
-        while (end - p >= 8 && plain8(p)) p += 8;
+        p = skip_plain(p, end);
         if (p >= end) break;
         uint8_t c = *p;
         if (c == '"') {

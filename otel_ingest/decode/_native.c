@@ -1,10 +1,10 @@
-/* The compiled decoder: OTLP ExportLogsServiceRequest protobuf bytes → Arrow arrays of the
- * v1 logs table (handed over by the Arrow C data interface, no copy), with the GIL released
- * while it works (docs/decoder.md).
+/* The compiled decoder: OTLP Export{Logs,Trace,Metrics}ServiceRequest protobuf bytes → Arrow
+ * arrays of the v1 logs, spans and metrics tables (handed over by the Arrow C data interface,
+ * no copy), with the GIL released while it works (docs/decoder.md).
  *
  * It reproduces otel_ingest/flatten (the reference) exactly for every request it accepts;
  * tests/test_decoder.py compares the two on captures, generated messages and mutated bodies.
- * Whatever it is not sure to reproduce it refuses to decide: decode_logs() returns None and the
+ * Whatever it is not sure to reproduce it refuses to decide: decode_logs() (and the others) returns None and the
  * caller runs the Python path, which answers it (a 400 for an invalid body, a 413/503 for a
  * body whose rows would be too large). The request is first checked whole against the message
  * shapes below (wire types, lengths, UTF-8, nesting); rows are extracted only from a body that

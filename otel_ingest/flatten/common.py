@@ -159,6 +159,13 @@ class Columns:
     def finish_all(cls, parts: list[Columns]) -> pa.RecordBatch:
         """One record batch holding the rows of all ``parts``, in order; parts already in
         Arrow (``BatchColumns``) are concatenated as they are."""
+        batches = cls.finish_each(parts)
+        return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+
+    @classmethod
+    def finish_each(cls, parts: list[Columns]) -> list[pa.RecordBatch]:
+        """The rows of all ``parts`` in order, as few batches as they allow without a copy: one
+        per run of Python-built parts (merged, converted once), each Arrow part as it is."""
         batches: list[pa.RecordBatch] = []
         run: list[Columns] = []
         for part in [*parts, None]:
@@ -175,7 +182,7 @@ class Columns:
             run = []
             if part is not None:
                 batches.append(part.finish())
-        return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        return batches
 
     def finish(self) -> pa.RecordBatch:
         """Convert the lists to Arrow, once."""
