@@ -1,10 +1,10 @@
 """The compiled decoder (``_native.c``): protobuf export requests straight to Arrow.
 
 It covers Export{Logs,Trace,Metrics}ServiceRequest in protobuf; OTLP/JSON reaches it as
-protobuf bytes from the JSON transcoder (jsonpb.py). For a body it is not sure to read exactly as the Python path would (an
-invalid body, anything protobuf would merge or treat as unknown, output past the memory
-limit) it returns None, and the Python path answers, so both give the same rows, rejected
-counts, first messages and statuses (tests/test_decoder.py).
+protobuf bytes from the JSON transcoder (jsonpb.py). For a body it is not sure to read
+exactly as the Python path would (an invalid body, anything protobuf would merge or treat
+as unknown, output past the memory limit) it returns None, and the Python path answers, so
+both give the same rows, rejected counts, first messages and statuses (tests/test_decoder.py).
 """
 
 from __future__ import annotations
