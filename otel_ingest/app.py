@@ -212,16 +212,18 @@ class Ingest:
                     # its Arrow batch: charged now, so a small request cannot expand unbounded.
                     held.resize(decoded_bytes + flattened.repeated_bytes)
                     if flattened.rows:
-                        known = Entry(
-                            reply, await writer.submit(name, self.signal, flattened.columns, size, principal.name)
+                        identity = Resends.identity(key, deadline, reply)
+                        queued = await writer.submit(
+                            name, self.signal, flattened.columns, size, principal.name, identity
                         )
+                        known = Entry(reply, queued)
                     else:
                         # Auto-create: the table is made once a valid body has arrived.
                         await writer.check(name, self.signal, principal.name)
                     del flattened
                 else:
                     reply = known.reply
-                    services.monitoring.resends.labels(table).inc()
+                    services.resends.recognised(name, known)
                 rows, rejected = reply.rows, reply.rejected
                 if known is not None:
                     await services.resends.wait(key, known, name, deadline)
@@ -391,7 +393,7 @@ def create_app(settings: Settings, handoff_directory: Path | None = None) -> ASG
         authenticator=Authenticator(settings.tokens),
         budget=MemoryBudget(settings.max_buffer_bytes),
         monitoring=monitoring,
-        resends=Resends(settings.resend_window),
+        resends=Resends(settings.resend_window, monitoring=monitoring),
         readiness=Readiness(warehouse, settings.readiness_interval, monitoring),
     )
     services.monitoring.buffered_bytes.set_function(lambda: services.budget.used)
@@ -415,6 +417,7 @@ def create_app(settings: Settings, handoff_directory: Path | None = None) -> ASG
             services.monitoring,
             settings.auto_create_max_tables,
             handoff,
+            services.resends,
         )
         if handoff is not None:
             await handoff.serve(services.writer.hand_in)

@@ -27,9 +27,16 @@ each table has one committer: the worker that owns it.
 * If the owner cannot be reached (starting, restarting), the worker commits itself: several
   writers on one table are safe under Delta's optimistic concurrency, only slower.
 
+* The owner also keeps the resend registry of its tables (resend.py): each request in a
+  hand-off is described by its digest, its commit deadline and its answer, so that a
+  resend received by any worker is recognised where the first copy's rows are.
+
 Frames on the socket: a 4-byte big-endian length, then the bytes. A hand-off is a JSON
-header frame and an Arrow IPC stream frame; each answer is one JSON frame,
-``{"version": v}`` or ``{"error": "..."}`` (a message for the client, answered 503).
+header frame and an Arrow IPC stream frame. Its header lists the requests whose rows the
+batch holds, in order (``parts``: rows, size and, when known, the request's identity).
+Each answer is one JSON frame, ``{"parts": [{"version": v} | {"error": "..."}, ...]}``
+(one outcome per request, an error being a message for the client, answered 503), or
+``{"error": "..."}`` for the whole hand-off.
 """
 
 from __future__ import annotations
@@ -98,13 +105,22 @@ def _from_ipc(data: bytes) -> pa.RecordBatch:
         return pa.concat_batches(list(stream))
 
 
-# What the owner does with a handed-off batch: queue it for the table's next commit, with
-# the sender's transaction; returns the future of the version that commit makes. Queuing
-# before reading the next hand-off keeps a connection's hand-offs in order.
-HandIn = Callable[[TableName, Signal, pa.RecordBatch, int, tuple[str, int]], Awaitable["asyncio.Future[int]"]]
+# What the owner does with a handed-off batch: queue the rows of each of its parts (one per
+# request, see the module's docstring) for the table's next commit, with the sender's
+# transaction; returns the futures of the versions their commits make. Queuing before
+# reading the next hand-off keeps a connection's hand-offs in order.
+HandIn = Callable[
+    [TableName, Signal, pa.RecordBatch, tuple[str, int], list[dict[str, Any]]],
+    Awaitable[list["asyncio.Future[int]"]],
+]
+
+# The answer for rows the owner withdrew from its queue at their request's commit deadline.
+WITHDRAWN = "Storage is slow: the commit did not start in time and the rows were not written; retry the request."
 
 
 def _answer(done: asyncio.Future[int]) -> dict[str, Any]:
+    if done.cancelled():
+        return {"error": WITHDRAWN}
     error = done.exception()
     if error is None:
         return {"version": done.result()}
@@ -112,6 +128,13 @@ def _answer(done: asyncio.Future[int]) -> dict[str, Any]:
         log.error("Unexpected error committing handed-off rows", exc_info=error)
         error = Unavailable("Could not commit the rows; retry later.")
     return {"error": str(error)}
+
+
+def outcome(answer: dict[str, Any]) -> BaseException | int:
+    """One part's answer as the sender settles its request with: a version or an error."""
+    if "error" in answer:
+        return Unavailable(str(answer["error"]))
+    return int(answer["version"])
 
 
 @dataclass
@@ -149,7 +172,7 @@ class Handoff:
         path.unlink(missing_ok=True)  # left by this slot's previous owner, which died
 
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            answers: asyncio.Queue[asyncio.Future[int] | None] = asyncio.Queue()
+            answers: asyncio.Queue[list[asyncio.Future[int]] | None] = asyncio.Queue()
             replying = asyncio.create_task(self._reply(answers, writer))
             try:
                 while True:
@@ -169,23 +192,27 @@ class Handoff:
         log.info("Worker slot %d of %d: committing the tables it owns, handing off the others.", self.slot, self.slots)
 
     @staticmethod
-    async def _hand_in(hand_in: HandIn, header: dict[str, Any], batch: pa.RecordBatch) -> asyncio.Future[int]:
+    async def _hand_in(hand_in: HandIn, header: dict[str, Any], batch: pa.RecordBatch) -> list[asyncio.Future[int]]:
         try:
             name = TableName.parse(header["table"])
             txn = (header["app_id"], header["sequence"])
-            return await hand_in(name, header["signal"], batch, header["size"], txn)
+            return await hand_in(name, header["signal"], batch, txn, header["parts"])
         except Exception as error:  # answered in its turn, as an error
             failed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             failed.set_exception(error)
-            return failed
+            return [failed]
 
     @staticmethod
-    async def _reply(answers: asyncio.Queue[asyncio.Future[int] | None], writer: asyncio.StreamWriter) -> None:
-        """Answer each hand-off once its commit is done, in the order they came."""
-        while (done := await answers.get()) is not None:
-            await asyncio.wait([done])
+    async def _reply(answers: asyncio.Queue[list[asyncio.Future[int]] | None], writer: asyncio.StreamWriter) -> None:
+        """Answer each hand-off once its parts' commits are done, in the order they came."""
+        while (parts := await answers.get()) is not None:
+            await asyncio.wait(parts)
+            if len(parts) == 1 and not parts[0].cancelled() and parts[0].exception() is not None:
+                answer = _answer(parts[0])  # the whole hand-off failed (or its one part)
+            else:
+                answer = {"parts": [_answer(done) for done in parts]}
             try:
-                writer.write(_frame(json.dumps(_answer(done)).encode()))
+                writer.write(_frame(json.dumps(answer).encode()))
                 await writer.drain()
             except ConnectionError:
                 pass  # the sender is gone; keep draining the futures
@@ -215,13 +242,16 @@ class Channel:
         self._connections = 0
         self._writer: asyncio.StreamWriter | None = None
         self._txn_id = ""
-        self._pending: deque[asyncio.Future[int]] = deque()
+        self._pending: deque[asyncio.Future[list[BaseException | int]]] = deque()
         self._reading: asyncio.Task[None] | None = None
 
-    async def send(self, batch: pa.RecordBatch, size: int, sequence: int) -> tuple[asyncio.Future[int], str]:
-        """Hand ``batch`` off; returns the future of the owner's answer (the version, or
-        ``Unavailable``, or ``OwnerLost``) and the transaction id it is committed under.
-        Raises ``OwnerUnreachable`` when there is no connection and none can be made."""
+    async def send(
+        self, batch: pa.RecordBatch, parts: list[dict[str, Any]], sequence: int
+    ) -> tuple[asyncio.Future[list[BaseException | int]], str]:
+        """Hand ``batch`` off, the rows of ``parts`` in order; returns the future of the
+        owner's answer (each part's version or ``Unavailable``; or ``OwnerLost``) and the
+        transaction id it is committed under. Raises ``OwnerUnreachable`` when there is no
+        connection and none can be made."""
         small = batch.nbytes < INLINE_BYTES
         payload = _to_ipc(batch) if small else await asyncio.to_thread(_to_ipc, batch)
         if self._writer is None:
@@ -234,24 +264,27 @@ class Channel:
             self._connections += 1
             self._txn_id = f"{self.app_id}/handoff-{self._connections}"
             self._reading = asyncio.create_task(self._read_answers(reader, self._writer, self._pending))
-        header = {"table": str(self.name), "signal": self.signal, "size": size}
+        header: dict[str, Any] = {"table": str(self.name), "signal": self.signal, "parts": parts}
         header |= {"app_id": self._txn_id, "sequence": sequence}
-        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[list[BaseException | int]] = asyncio.get_running_loop().create_future()
         self._pending.append(answer)
         self._writer.write(_frame(json.dumps(header).encode()) + _frame(payload))
         return answer, self._txn_id
 
     async def _read_answers(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: deque[asyncio.Future[int]]
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pending: deque[asyncio.Future[list[BaseException | int]]],
     ) -> None:
         try:
             while True:
                 reply = json.loads(await _read_frame(reader))
                 answer = pending.popleft()
-                if "error" in reply:
-                    answer.set_exception(Unavailable(str(reply["error"])))
+                if "parts" in reply:
+                    answer.set_result([outcome(part) for part in reply["parts"]])
                 else:
-                    answer.set_result(int(reply["version"]))
+                    answer.set_exception(Unavailable(str(reply["error"])))
         except (ConnectionError, asyncio.IncompleteReadError, IndexError) as exc:
             if self._writer is writer:  # the next hand-off opens a new connection
                 self._writer, self._pending = None, deque()

@@ -65,6 +65,13 @@ class Monitoring:
             ["table"],
             registry=r,
         )
+        self.resends_across_workers = Counter(
+            "otel_ingest_resends_across_workers",
+            "Resends recognised by a table's committing worker (--workers N) although another worker "
+            "received the first copy or the resend.",
+            ["table"],
+            registry=r,
+        )
         self.commit_seconds = Histogram(
             "otel_ingest_commit_seconds",
             "Time to commit one group of requests to a table.",

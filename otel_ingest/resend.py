@@ -15,28 +15,52 @@ again. If the first commit was only slow, both would land. So:
   commit is forgotten, so its resend is written normally, and so is a request once it is
   answered 200: a later identical body is then a new request.
 
-The memory is bounded: at most ``MAX_ENTRIES`` requests (a digest and a short answer
-each) are remembered, the oldest dropped first. An exporter whose timeout is shorter than
+With ``serve --workers N`` the registry of a table is kept by the worker that commits it
+(its owner, handoff.py), so a resend is recognised whichever worker receives it. A worker
+that hands rows off describes each request to the owner (``Resends.identity``: digest,
+deadline, answer). The owner withdraws the rows still queued at the request's deadline
+(the monotonic clock is the machine's, shared by the workers) or remembers the request,
+exactly as for its own requests. A handed-in request that the owner recognises as a resend
+is queued behind its first copy, *conditionally*: when its turn comes it is answered with
+the first copy's version if that committed (nothing written), shares the first copy's
+commit if that is the same one, and has its own rows written only if the first copy failed
+or was withdrawn. So its fate is decided by a commit no later than its own hand-off's,
+which keeps the sender's recovery after the owner's death exact (handoff.py): the hand-offs
+up to the transaction's version are settled, the others are committed by the sender.
+
+What still holds only per process: a worker that commits a table itself because its owner
+is unreachable (starting, restarting) uses its own registry, and a worker's death loses
+the registry it kept, so a resend after that is written again if its first copy's commit
+landed. Several replicas share no registry: route by table (deploy/) so that a table's
+requests, resends included, reach one replica.
+
+The memory is bounded: at most ``MAX_ENTRIES`` requests (a digest, a short answer and their
+rows until committed) are remembered, the oldest dropped first; an owner also keeps one
+timer per handed-in request until it is committed. An exporter whose timeout is shorter than
 ``--commit-deadline`` gives up before its answer: its resend is not recognised, so keep the
-deadline below the clients' timeout. The registry lives in one process: with ``--workers N`` or
-several replicas a resend is recognised only by the process that saw the first request.
-A resend after a 503 normally reuses its keep-alive connection (same process), and
-routing by table (deploy/) sends it to the same replica.
+deadline below the clients' timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from otel_ingest.errors import Unavailable
+from otel_ingest.flatten.common import Columns
+from otel_ingest.monitoring import Monitoring
 from otel_ingest.schema import Signal
 from otel_ingest.tables import TableName
 from otel_ingest.wire import Encoding
-from otel_ingest.writer import Queued
+from otel_ingest.writer import Queued, TableWriter
+
+log = logging.getLogger("otel_ingest.resend")
 
 MAX_ENTRIES = 100_000
 DEFAULT_WINDOW = 600.0
@@ -70,6 +94,7 @@ class Entry:
     queued: Queued
     committed_at: float | None = None
     waiters: int = 0
+    handed_in: bool = False  # received by another worker, which handed its rows to this one
 
     @property
     def failed(self) -> bool:
@@ -85,9 +110,12 @@ class Resends:
     are remembered: their clients resend. A request answered 200 needs no memory (its
     client has its answer, and an identical body sent later is a new request)."""
 
-    def __init__(self, window: float = DEFAULT_WINDOW, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self, window: float = DEFAULT_WINDOW, max_entries: int = MAX_ENTRIES, monitoring: Monitoring | None = None
+    ) -> None:
         self.window = window
         self.max_entries = max_entries
+        self.monitoring = monitoring or Monitoring()
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -102,6 +130,56 @@ class Resends:
             del self._entries[key]
             return None
         return entry
+
+    def recognised(self, table: TableName, entry: Entry, handed_in: bool = False) -> None:
+        """Count a recognised resend; also as one across workers when the first copy and the
+        resend were received by different workers (one of them handed its rows to this one)."""
+        self.monitoring.resends.labels(str(table)).inc()
+        if handed_in or entry.handed_in:
+            self.monitoring.resends_across_workers.labels(str(table)).inc()
+            log.info("Recognised a resend to %s received by another worker than its first copy.", table)
+
+    @staticmethod
+    def identity(key: bytes, deadline: float, reply: Reply) -> dict[str, Any]:
+        """What a worker tells a table's owner about a request whose rows it hands off."""
+        answer = {"rows": reply.rows, "rejected": reply.rejected, "first_error": reply.first_error}
+        answer["encoding"] = reply.encoding
+        return {"key": key.hex(), "deadline": deadline if math.isfinite(deadline) else None, "reply": answer}
+
+    def hand_in(
+        self,
+        writer: TableWriter,
+        rows: Columns,
+        size: int,
+        txn: tuple[str, int],
+        identity: dict[str, Any] | None,
+    ) -> Queued:
+        """Queue the rows of one request another worker handed off (see the module's
+        docstring): as a conditional resend if this worker knows its digest, else with a
+        timer that applies the request's deadline here."""
+        if identity is None or self.window <= 0:
+            return writer.submit(rows, size, txn)
+        key = bytes.fromhex(identity["key"])
+        known = self.find(key)
+        if known is not None and known.queued.writer is writer:
+            self.recognised(writer.name, known, handed_in=True)
+            return writer.submit(rows, size, txn, resend_of=known.queued)
+        queued = writer.submit(rows, size, txn)
+        if identity["deadline"] is not None:
+            entry = Entry(Reply(**identity["reply"]), queued, handed_in=True)
+            delay = max(0.0, identity["deadline"] - time.monotonic())
+            timer = asyncio.get_running_loop().call_later(delay, self._expire, key, entry)
+            queued.done.add_done_callback(lambda _: timer.cancel())
+        return queued
+
+    def _expire(self, key: bytes, entry: Entry) -> None:
+        """A handed-in request's deadline: what ``wait`` does at it for a request of our own
+        (its sender has answered 503 meanwhile)."""
+        if entry.queued.done.done():
+            return
+        if entry.waiters == 0 and entry.queued.withdraw():
+            return  # never written; the sender learns it from the answer (handoff.WITHDRAWN)
+        self._remember(key, entry)
 
     def _remember(self, key: bytes, entry: Entry) -> None:
         if self.window <= 0 or self._entries.get(key) is entry:

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import deltalake
 import pyarrow as pa
@@ -40,6 +41,9 @@ from otel_ingest.handoff import INLINE_BYTES, Channel, Handoff, OwnerLost, Owner
 from otel_ingest.monitoring import Monitoring
 from otel_ingest.schema import Signal
 from otel_ingest.tables import TableName, Warehouse
+
+if TYPE_CHECKING:
+    from otel_ingest.resend import Resends
 
 log = logging.getLogger("otel_ingest.writer")
 
@@ -89,6 +93,10 @@ COMPACTED_WRITER_PROPERTIES = deltalake.WriterProperties(
 )
 
 
+# The rows of a request once its commit is over (see TableWriter._settle).
+RELEASED = BatchColumns(pa.RecordBatch.from_pylist([]), 0)
+
+
 @dataclass(frozen=True)
 class CommitPolicy:
     """When a table's queue is committed: whichever limit is reached first.
@@ -112,6 +120,13 @@ class Queued:
     # Rows handed off by another worker carry its transaction (writer id, sequence), which
     # the commit records next to ours so that the sender can tell whether they landed.
     txn: tuple[str, int] | None = None
+    # What identifies the request to the table's owner when the rows are handed off (its
+    # digest, deadline and answer: resend.Resends.identity); None when not needed.
+    identity: dict[str, Any] | None = None
+    # A resend handed in while the first copy's rows are queued or committed (resend.py):
+    # it is stored only if those are not. ``rides`` when it shares their commit.
+    resend_of: Queued | None = None
+    rides: bool = False
     queued_at: float = field(default_factory=time.monotonic)
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -161,12 +176,19 @@ class TableWriter:
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"commit {name}")
 
-    def submit(self, rows: Columns, size: int, txn: tuple[str, int] | None = None) -> Queued:
+    def submit(
+        self,
+        rows: Columns,
+        size: int,
+        txn: tuple[str, int] | None = None,
+        identity: dict[str, Any] | None = None,
+        resend_of: Queued | None = None,
+    ) -> Queued:
         """Queue rows (``size``: their OTLP bytes); their ``done`` resolves when committed.
-        ``txn``: the transaction of the worker that handed the rows off (see ``Queued``)."""
+        ``txn``, ``identity``, ``resend_of``: see ``Queued``."""
         if self._closing:
             raise Unavailable("The server is shutting down; retry in a moment.")
-        queued = Queued(self, rows, size, txn)
+        queued = Queued(self, rows, size, txn, identity, resend_of)
         # Read the outcome even if nobody awaits it any more (a request answered 503 at its
         # deadline), so asyncio does not report a never-retrieved exception.
         queued.done.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -228,6 +250,19 @@ class TableWriter:
         while self._queue:
             head = self._queue[0]
             count = head.rows.num_rows
+            first = head.resend_of
+            if first is not None:
+                # A resend: its first copy was queued before it, so by now that is committed,
+                # failed, withdrawn, or in this very commit. Only in the failed and withdrawn
+                # cases are the resend's own rows written (in their turn, under their txn).
+                if first.done.done() and not first.done.cancelled() and first.done.exception() is None:
+                    self._queue.pop(0)
+                    self._queued_rows -= count
+                    self._queued_bytes -= head.size
+                    head.done.set_result(first.done.result())
+                    head.rows = RELEASED
+                    continue
+                head.rides = not first.done.done() and first in taken
             if taken and (rows + count > self.policy.max_rows or size + head.size > self.policy.max_bytes):
                 break
             taken.append(self._queue.pop(0))
@@ -262,6 +297,9 @@ class TableWriter:
     @staticmethod
     def _settle(group: list[Queued], outcome: BaseException | int) -> None:
         for pending in group:
+            # Their commit is over: the rows are not needed any more, even if the request is
+            # still remembered (resend.py keeps requests for --resend-window).
+            pending.rows = RELEASED
             if pending.done.done():
                 continue
             if isinstance(outcome, BaseException):
@@ -274,7 +312,8 @@ class TableWriter:
         object is not shared between threads."""
         async with self._committing:
             handed_off = [p.txn for p in group if p.txn is not None]
-            version, interleaved = await asyncio.to_thread(self._commit, [p.rows for p in group], sequence, handed_off)
+            parts = [p.rows for p in group if not p.rides]  # a riding resend's first copy is here
+            version, interleaved = await asyncio.to_thread(self._commit, parts, sequence, handed_off)
         self._adapt(interleaved)
         return version
 
@@ -287,8 +326,9 @@ class TableWriter:
             batch = Columns.finish_all(parts)
         else:
             batch = await asyncio.to_thread(Columns.finish_all, parts)
+        described = [{"rows": p.rows.num_rows, "size": p.size, "identity": p.identity} for p in group]
         try:
-            answer, txn_id = await self._channel.send(batch, sum(p.size for p in group), sequence)
+            answer, txn_id = await self._channel.send(batch, described, sequence)
         except OwnerUnreachable as error:
             log.warning("The worker committing %s is unreachable (%s); committing here.", self.name, error)
             return False
@@ -297,10 +337,14 @@ class TableWriter:
         task.add_done_callback(self._handing_off.discard)
         return True
 
-    async def _await_owner(self, group: list[Queued], answer: asyncio.Future[int], txn_id: str, sequence: int) -> None:
+    async def _await_owner(
+        self, group: list[Queued], answer: asyncio.Future[list[BaseException | int]], txn_id: str, sequence: int
+    ) -> None:
         outcome: BaseException | int
         try:
-            outcome = await answer
+            for pending, each in zip(group, await answer, strict=True):
+                self._settle([pending], each)
+            return
         except Unavailable as error:
             outcome = error
         except OwnerLost as error:
@@ -465,10 +509,13 @@ class Writer:
         monitoring: Monitoring | None = None,
         auto_create_max_tables: int = 100,
         handoff: Handoff | None = None,
+        resends: Resends | None = None,
     ) -> None:
-        """``handoff``: this worker's slot among ``--workers N`` (one committer per table)."""
+        """``handoff``: this worker's slot among ``--workers N`` (one committer per table);
+        ``resends``: the registry that recognises resends among handed-in rows."""
         self.warehouse = warehouse
         self.handoff = handoff
+        self.resends = resends
         self.monitoring = monitoring or Monitoring()
         self.auto_create = auto_create
         self.auto_create_max_tables = auto_create_max_tables
@@ -536,20 +583,45 @@ class Writer:
             raise Unavailable(f"Could not open table {name}; retry later.") from exc
 
     async def submit(
-        self, name: TableName, signal: Signal, rows: Columns, size: int, creator: str = "anonymous"
+        self,
+        name: TableName,
+        signal: Signal,
+        rows: Columns,
+        size: int,
+        creator: str = "anonymous",
+        identity: dict[str, Any] | None = None,
     ) -> Queued:
         """Queue ``rows`` for ``name`` (checked to fit ``signal``); await ``.done`` for durability.
-        A missing table is created for ``creator`` when auto-create is on."""
+        A missing table is created for ``creator`` when auto-create is on. ``identity``:
+        see ``Queued``."""
         writer = await self._table_writer(name, signal, creator)
-        return writer.submit(rows, size)
+        return writer.submit(rows, size, identity=identity)
 
     async def hand_in(
-        self, name: TableName, signal: Signal, batch: pa.RecordBatch, size: int, txn: tuple[str, int]
-    ) -> asyncio.Future[int]:
+        self,
+        name: TableName,
+        signal: Signal,
+        batch: pa.RecordBatch,
+        txn: tuple[str, int],
+        parts: list[dict[str, Any]],
+    ) -> list[asyncio.Future[int]]:
         """Queue rows another worker handed off (this worker owns ``name``) with its
-        transaction; the future of the version their commit makes."""
+        transaction, one ``Queued`` per request (``parts``, in order); the futures of the
+        versions their commits make. A part that is the resend of a request this worker
+        knows (``resends``) is stored only if that request's rows are not."""
         writer = await self._table_writer(name, signal)
-        return writer.submit(BatchColumns(batch, batch.nbytes), size, txn).done
+        futures: list[asyncio.Future[int]] = []
+        offset = 0
+        for part in parts:
+            rows = batch if len(parts) == 1 else batch.slice(offset, part["rows"])
+            offset += part["rows"]
+            columns = BatchColumns(rows, rows.nbytes)
+            if self.resends is None:
+                queued = writer.submit(columns, part["size"], txn)
+            else:
+                queued = self.resends.hand_in(writer, columns, part["size"], txn, part["identity"])
+            futures.append(queued.done)
+        return futures
 
     async def check(self, name: TableName, signal: Signal, creator: str | None = None) -> None:
         """Make sure the table exists and fits ``signal`` (opened once, then cached). Without

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +26,8 @@ import pytest
 from test_mutants_writer import appends, rows
 
 from otel_ingest.errors import Unavailable
-from otel_ingest.handoff import Handoff, owner_slot
+from otel_ingest.handoff import WITHDRAWN, Handoff, owner_slot
+from otel_ingest.resend import Entry, Reply, Resends
 from otel_ingest.tables import TableName, Warehouse
 from otel_ingest.writer import CommitPolicy, TableWriter, Writer
 
@@ -70,10 +72,12 @@ async def connections_closed() -> None:
 
 
 @contextlib.asynccontextmanager
-async def worker(warehouse: Warehouse, directory: Path, policy: CommitPolicy) -> AsyncIterator[Writer]:
+async def worker(
+    warehouse: Warehouse, directory: Path, policy: CommitPolicy, resends: Resends | None = None
+) -> AsyncIterator[Writer]:
     """A worker: a Writer serving hand-offs in its slot of ``directory`` (the first free)."""
     handoff = Handoff(directory, 2)
-    writer = Writer(warehouse, auto_create=False, policy=policy, handoff=handoff)
+    writer = Writer(warehouse, auto_create=False, policy=policy, handoff=handoff, resends=resends)
     await handoff.serve(writer.hand_in)
     try:
         yield writer
@@ -271,7 +275,7 @@ def test_the_owners_error_is_the_senders_503(tmp_path: Path) -> None:
 
 def test_a_malformed_hand_off_is_answered_without_internals(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A hand-off the owner cannot take for an unexpected reason (here a header without
-    its size, sent by hand on the socket) is answered with a generic error in its turn;
+    its parts, sent by hand on the socket) is answered with a generic error in its turn;
     the details stay in the owner's log."""
     warehouse = Warehouse(str(tmp_path / "warehouse"))
     warehouse.create_for_signal(NAME, "logs")
@@ -300,7 +304,7 @@ def test_a_malformed_hand_off_is_answered_without_internals(tmp_path: Path, capl
         return answer
 
     assert asyncio.run(scenario()) == {"error": "Could not commit the rows; retry later."}
-    assert "KeyError: 'size'" in caplog.text
+    assert "KeyError: 'parts'" in caplog.text
     assert commits(warehouse.location(NAME)) == []
 
 
@@ -347,3 +351,58 @@ def test_a_lost_owner_connection_stores_the_rows_once(tmp_path: Path, lost: str)
             (f"{senders_id}/2", {senders_id: 2}),
             (f"{owners_id}/1", {owners_id: 1, f"{senders_id}/handoff-2": 3}),
         ]
+
+
+def test_the_owner_recognises_resends_handed_in_by_another_worker(tmp_path: Path) -> None:
+    """The owner keeps the resend registry of its tables (resend.py). Requests it received
+    and remembers (answered 503 at their deadline): "c" committed, "a" queued, "b" queued
+    then withdrawn. Their resends reach the other worker, which hands them off: "c" is
+    answered with the first copy's version, "a" shares its first copy's commit, "b" is
+    written since its first copy never will be; each stored once. A handed-off request
+    whose deadline passes while its rows are still queued at the owner ("d") is withdrawn
+    there and answered 503, never written."""
+    warehouse = Warehouse(str(tmp_path / "warehouse"))
+    warehouse.create_for_signal(NAME, "logs")
+    directory = tmp_path / "slots"
+    directory.mkdir()
+    reply = Reply(1, 0, None, "protobuf")
+
+    def key(seq: str) -> bytes:
+        return seq.encode().ljust(16, b".")
+
+    async def scenario() -> tuple[list[int | str], int]:
+        policy = CommitPolicy(max_delay=60)  # after its first commit the owner gathers until closed
+        registry = Resends()
+        async with (
+            worker(warehouse, directory, policy) as sender,
+            worker(warehouse, directory, policy, registry) as owner,
+        ):
+            first = {seq: await owner.submit(NAME, "logs", rows(seq), 10) for seq in "c"}
+            await asyncio.wait_for(first["c"].done, 30)
+            first |= {seq: await owner.submit(NAME, "logs", rows(seq), 10) for seq in "ab"}
+            for seq, queued in first.items():
+                registry._remember(key(seq), Entry(reply, queued))
+            await asyncio.sleep(0)  # "c" is known as committed
+            resends = []
+            for seq in "cabd":
+                deadline = time.monotonic() + (0.5 if seq == "d" else 60)
+                identity = Resends.identity(key(seq), deadline, reply)
+                resends.append(await sender.submit(NAME, "logs", rows(seq), 10, identity=identity))
+            owners_queue = table_writer(owner)._queue
+            await wait_for(lambda: len(owners_queue) == 6, "the resends and the late request queued at the owner")
+            await wait_for(lambda: len(owners_queue) == 5, "the late request withdrawn at its deadline")
+            assert first["b"].withdraw()
+            recognised = registry.monitoring.resends_across_workers.labels(str(NAME))._value.get()
+        await connections_closed()
+        outcomes: list[int | str] = []
+        for queued in resends:
+            error = queued.done.exception()
+            outcomes.append(str(error) if error else queued.done.result())
+        return outcomes, int(recognised)
+
+    outcomes, recognised = asyncio.run(scenario())
+    assert outcomes == [1, 2, 2, WITHDRAWN]
+    assert recognised == 3
+    location = warehouse.location(NAME)
+    assert stored(location) == ["a", "b", "c"]
+    assert appends(location) == [1, 2]
