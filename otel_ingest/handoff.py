@@ -26,7 +26,6 @@ each table has one committer: the worker that owns it.
   the sender commits those itself.
 * If the owner cannot be reached (starting, restarting), the worker commits itself: several
   writers on one table are safe under Delta's optimistic concurrency, only slower.
-
 * The owner also keeps the resend registry of its tables (resend.py): each request in a
   hand-off is described by its digest, its commit deadline and its answer, so that a
   resend received by any worker is recognised where the first copy's rows are.
