@@ -6,9 +6,17 @@ connection. The gateway tests cover the same client end to end; these pin the po
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from otel_ingest.gateway.upstream import (
     HIGH_WATER,
@@ -210,3 +218,68 @@ def test_with_a_proxy_in_the_environment_calls_go_through_it(monkeypatch: pytest
             await upstream.aclose()
 
     run(test)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own authority, and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "otel-ingest test provider")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "provider.pem", directory / "provider.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+def test_https_providers_are_verified_and_their_connections_kept_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real providers are https: the stdlib TLS path, with the CA bundle httpx would use
+    (SSL_CERT_FILE honoured), verifies the provider and reuses its connection."""
+    cert_file, key_file = self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_file, key_file)
+
+    async def main() -> None:
+        scripted = Scripted()
+        scripted.server = await asyncio.start_server(scripted.serve, "127.0.0.1", 0, ssl=server_context)
+        url = f"https://127.0.0.1:{scripted.server.sockets[0].getsockname()[1]}"
+        untrusting, trusting = Upstream(), None
+        try:
+            # Not signed by a known authority: refused before any request is sent.
+            with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await untrusting.send("POST", url + "/length", [], b"{}", 5, 5)
+            assert scripted.requests == []
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+            trusting = Upstream()
+            for _ in range(3):
+                response = await trusting.send("POST", url + "/chunked", [("x-a", "1")], b'{"m":1}', 5, 5)
+                assert response.status_code == 200 and await body_of(response) == b"hello world"
+            assert (
+                len(scripted.requests) == 3 and scripted.connections == 1
+            )  # one kept alive (the refused handshake never got a handler)
+            assert scripted.requests[0].split(b"\r\n")[:2] == [b"POST /chunked HTTP/1.1", f"host: {url[8:]}".encode()]
+        finally:
+            await untrusting.aclose()
+            if trusting is not None:
+                await trusting.aclose()
+            scripted.server.close()
+            if scripted.handlers:
+                await asyncio.wait(scripted.handlers, timeout=10)
+            await asyncio.sleep(0)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
