@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from deltalake.exceptions import CommitFailedError
 
 from otel_ingest.tables import Warehouse
 from otel_ingest.usage import derive, rollup
@@ -171,7 +172,11 @@ class UsageStore:
             try:
                 result = self._refresh_once()
             except Exception as error:
-                if "concurrent" not in str(error).lower() or attempt == COMMIT_ATTEMPTS:
+                # A commit that lost a race with another refresher (a concurrent transaction
+                # on the same app ids, or "Metadata changed since last commit" when the other
+                # one's commit came first on a table both just opened): look again.
+                lost = isinstance(error, CommitFailedError) or "concurrent" in str(error).lower()
+                if not lost or attempt == COMMIT_ATTEMPTS:
                     raise
                 log.info("Another refresh committed first (%s); looking again.", error)
                 continue
