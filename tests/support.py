@@ -155,7 +155,9 @@ class Server:
             if port is not None:
                 self._wait_listening(port)
 
-    def _wait_listening(self, port: int, timeout: float = 30) -> None:
+    def _wait_listening(self, port: int, timeout: float = 90) -> None:
+        # A generous deadline: it only matters when the server never comes up, and a loaded
+        # machine took over 30 s to start one twice. On failure the process is killed, not left.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -165,6 +167,8 @@ class Server:
                     return
             except OSError:
                 time.sleep(0.05)
+        self.process.kill()
+        self.process.wait()
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
