@@ -514,3 +514,45 @@ def test_a_writer_backs_off_while_another_commits_between_its_commits(tmp_path: 
     assert before == 0.01
     assert 0.015 <= after_others <= 0.025  # doubled, with jitter
     assert alone == 0.01
+
+
+def test_a_resend_of_committed_rows_leaves_the_queue_without_a_write(tmp_path: Path) -> None:
+    """A resend queued behind its first copy (resend.py, a hand-off recognised by the
+    owner) whose first copy committed is answered with that version, never written, and
+    stops counting towards the queue's limits (rows and bytes)."""
+
+    async def scenario() -> tuple[str, list[object]]:
+        writer = open_writer(tmp_path, CommitPolicy(max_delay=60))
+        first = writer.submit(rows("first"), 10)  # an idle table commits at once
+        await asyncio.wait_for(first.done, 30)
+        resend = writer.submit(rows("first"), 10, resend_of=first)
+        kept = writer.submit(rows("k-0", "k-1"), 30)
+        assert (writer._queued_rows, writer._queued_bytes) == (3, 40)
+        await asyncio.wait_for(writer.close(), 30)
+        return writer.location, [resend.done.result(), kept.done.result(), writer._queued_rows, writer._queued_bytes]
+
+    location, outcomes = asyncio.run(scenario())
+    assert outcomes == [1, 2, 0, 0]
+    assert stored(location) == ["first", "k-0", "k-1"]
+    assert appends(location) == [1, 2]
+
+
+def test_a_hand_off_of_two_requests_is_split_into_their_rows(tmp_path: Path) -> None:
+    """The owner queues each request of a hand-off with its own rows: a two-part batch
+    is cut at the first part's row count (one part takes the batch whole)."""
+
+    async def scenario() -> tuple[str, list[int]]:
+        warehouse = Warehouse(str(tmp_path / "warehouse"))
+        warehouse.create_for_signal(NAME, "logs")
+        writer = Writer(warehouse, auto_create=False, policy=CommitPolicy(max_delay=60))
+        batch = Columns.finish_all([rows("a"), rows("b-0", "b-1")])
+        parts = [{"rows": 1, "size": 10, "identity": None}, {"rows": 2, "size": 20, "identity": None}]
+        futures = await writer.hand_in(NAME, "logs", batch, ("sender/handoff-1", 1), parts)
+        versions = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        await asyncio.wait_for(writer.close(), 30)
+        return warehouse.location(NAME), versions
+
+    location, versions = asyncio.run(scenario())
+    assert versions == [1, 1]
+    assert stored(location) == ["a", "b-0", "b-1"]
+    assert appends(location) == [3]

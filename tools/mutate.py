@@ -538,6 +538,28 @@ EQUIVALENT: dict[str, set[tuple[str, str, str]]] = {
             "`>=` → `>` in `version >= 0`",
         ),
         ("return version, max(0, version - read_version - 1) if version >= ⟨0 else 0", ")", "`0` → `1`"),
+        # Fifth round (resend hand-offs). An import for annotations only (postponed by
+        # `from __future__ import annotations`).
+        (
+            "⟨if TYPE_CHECKING:",
+            "from otel_ingest.tables import TableName, Warehouse",
+            "`if TYPE_CHECKING` → `if False`",
+        ),
+        # A released request's size (BatchColumns.repeated_bytes) is never read again.
+        (
+            "RELEASED = BatchColumns(pa.RecordBatch.from_pylist([]), ⟨0)",
+            "# The rows of a request once its commit is over (see TableWriter._settle).",
+            "`0` → `1`",
+        ),
+        # When _take reaches a resend, every request queued before it is in this commit or
+        # done (the owner settles a commit before it takes the next; withdrawn = cancelled).
+        (
+            "head.rides = ⟨not first.done.done() and first in taken",
+            "continue",
+            "`and` → `or` in `not first.done.done() and first in taken`",
+        ),
+        # The owner answers a hand-off with one outcome per part, or one error for all.
+        ("for pending, each in zip(group, await answer, strict=⟨True):", "try:", "`True` → `False`"),
     },
     "otel_ingest/auth.py": {
         # At equality both return 0 (the formula below gives 0 too).
