@@ -353,8 +353,12 @@ def _maintain(settings: Settings, target: str, retention_hours: int | None, forc
         report = maintain(warehouse, each, retention_hours, force=force)
         print(report)
         if report.skipped:
+            # Two reasons (maintenance.py): another pass holds the lease, or the vacuum lost its
+            # commit races to busy writers; running again helps both, --force only the first.
             print(
-                f"otel-ingest: {each} was not maintained; if no server maintains it now, pass --force.", file=sys.stderr
+                f"otel-ingest: {each} was not fully maintained; run it again later, "
+                "or now with --force if no server is maintaining it.",
+                file=sys.stderr,
             )
     return 0
 
